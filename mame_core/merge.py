@@ -1,0 +1,137 @@
+"""MaMe (merge) and MaRe (restore) as dense matrix products.
+
+For each tile of ``T`` tokens with ``k`` destinations (one-hot selection ``E``, ``[T, k]``):
+
+* ``S = norm(X) @ norm(E^T X)^T``               cosine similarity, ``[T, k]``, in float32
+* ``A = softmax(S / temperature)``               each token's soft assignment (used by MaRe)
+* ``W = A * gate(S - threshold)``                merge weights; τ acts here
+* destination rows of ``A`` and ``W`` are forced to ``E``, so a destination keeps itself
+* ``M = W^T X / colsum(W)``                      merged tokens, ``[k, C]`` (MaMe)
+* ``Y = A @ Y'``                                 restored tokens, ``[T, C]`` (MaRe)
+
+Only matmuls, element-wise ops, reshapes and static slices run on the device: no sort,
+gather, scatter or host sync, so it is cheap on a GPU and traces cleanly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .destinations import pattern_period, seeded_shift, selection_matrix
+from .settings import MaMeConfigError, MergeSettings
+from .tiling import TileGrid
+
+
+class MergePlan:
+    """The merge and restore matrices of one call, built from the block's input tokens."""
+
+    is_identity = False
+
+    def __init__(self, grid: TileGrid, k: int, assign: torch.Tensor, weights: torch.Tensor, batch: int):
+        self.grid = grid
+        self.k = k
+        self.batch = batch
+        self.assign = assign  # A, [B*G, T, k]
+        self.weights = weights  # W / colsum(W), [B*G, T, k]
+
+    @property
+    def merged_tokens(self) -> int:
+        return self.grid.tiles * self.k + self.grid.border_tokens
+
+    @property
+    def full_tokens(self) -> int:
+        return self.grid.h * self.grid.w
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """MaMe: ``[B, N, C]`` to ``[B, G*k + border, C]``."""
+        tiles, border = self.grid.split(x)
+        merged = torch.matmul(self.weights.transpose(1, 2).to(x.dtype), tiles)
+        merged = merged.reshape(self.batch, self.grid.tiles * self.k, x.shape[-1])
+        return torch.cat([merged, border], dim=1)
+
+    def restore(self, y: torch.Tensor) -> torch.Tensor:
+        """MaRe: ``[B, G*k + border, C]`` back to ``[B, N, C]``."""
+        c = y.shape[-1]
+        split = self.grid.tiles * self.k
+        merged = y[:, :split].reshape(self.batch * self.grid.tiles, self.k, c)
+        tiles = torch.matmul(self.assign.to(y.dtype), merged)
+        return self.grid.join(tiles, y[:, split:])
+
+
+class IdentityPlan:
+    """What a ratio of 0 (or a block outside the schedule) gets: tensors pass untouched."""
+
+    is_identity = True
+
+    def __init__(self, tokens: int):
+        self.merged_tokens = self.full_tokens = tokens
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def restore(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+def destinations_per_tile(tile_tokens: int, ratio: float) -> int:
+    return max(1, tile_tokens - round(ratio * tile_tokens))
+
+
+def _similarity_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def plan_merge(
+    x: torch.Tensor,
+    h: int,
+    w: int,
+    settings: MergeSettings,
+    shift: tuple[int, int] = (0, 0),
+) -> MergePlan | IdentityPlan:
+    """Build the MaMe/MaRe matrices for ``x`` (``[B, N, C]`` on an ``h x w`` grid).
+
+    ``shift`` rolls the destination pattern (see :func:`seeded_shift`).
+    """
+    if x.dim() != 3:
+        raise MaMeConfigError(f"tokens must be a [batch, tokens, channels] tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise MaMeConfigError(f"tokens must be a floating-point tensor, got {x.dtype}")
+    if h < 1 or w < 1 or h * w != x.shape[1]:
+        raise MaMeConfigError(f"grid {h}x{w} does not match the {x.shape[1]} tokens of the input")
+    grid = TileGrid.fit(h, w, settings.tile)
+    k = destinations_per_tile(grid.tile_tokens, settings.ratio)
+    if settings.ratio == 0.0 or k == grid.tile_tokens:
+        return IdentityPlan(x.shape[1])
+
+    sim_dtype = _similarity_dtype(x.dtype)
+    tiles, _ = grid.split(x)
+    tiles = F.normalize(tiles.to(sim_dtype), dim=-1, eps=1e-6)
+    period = pattern_period(grid.th, grid.tw)
+    select = selection_matrix(grid.th, grid.tw, k, (shift[0] % period, shift[1] % period), x.device, sim_dtype)
+    dest = torch.matmul(select.transpose(0, 1), tiles)  # [B*G, k, C]
+    sim = torch.matmul(tiles, dest.transpose(1, 2))  # [B*G, T, k]
+
+    is_dest = select.sum(dim=1, keepdim=True)  # [T, 1], 1 on destination rows
+    keep = 1.0 - is_dest
+    assign = torch.softmax(sim / settings.temperature, dim=-1) * keep + select
+    if settings.gate == "hard":
+        gate = (sim > settings.threshold).to(sim_dtype)
+    else:
+        gate = torch.sigmoid((sim - settings.threshold) / settings.gate_width)
+    weights = assign * gate * keep + select
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    out_dtype = x.dtype
+    return MergePlan(grid, k, assign.to(out_dtype), weights.to(out_dtype), x.shape[0])
+
+
+def plan_seeded(
+    x: torch.Tensor, h: int, w: int, settings: MergeSettings, seed: int, *keys: object
+) -> MergePlan | IdentityPlan:
+    """:func:`plan_merge` with the destination shift drawn from ``seed`` and ``keys``.
+
+    Callers pass the block and the sampling step as keys, so every block and step gets
+    its own pattern, and the same seed always gives the same one.
+    """
+    grid = TileGrid.fit(h, w, settings.tile)
+    shift = seeded_shift(seed, *keys, period=pattern_period(grid.th, grid.tw))
+    return plan_merge(x, h, w, settings, shift)
