@@ -19,8 +19,13 @@ def node_id(graph: dict, class_type: str) -> str:
     return ids[0]
 
 
+TEST_CHECKPOINT = "mame-random-sd15-tiny.safetensors"
+
+
 def small(graph: dict, width=256, height=256, steps=2, batch=1, prefix=None) -> dict:
+    """A quick variant on the generated test checkpoint."""
     g = copy.deepcopy(graph)
+    g[node_id(g, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] = TEST_CHECKPOINT
     g[node_id(g, "EmptyLatentImage")]["inputs"].update(width=width, height=height, batch_size=batch)
     for k, v in g.items():
         if v["class_type"] == "KSampler":

@@ -2,18 +2,22 @@
 extension in custom_nodes/, a generated random-weight SD1.5 checkpoint and real HTTP requests.
 Nothing is mocked; the only stand-in is the CPU for a GPU."""
 import io
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from embedded_host.ui_format import ui_to_api
 from graphs import load, node_id, set_inputs, small, without_mame
 from mame_batch import ExecutionFailed, PromptRejected
 
 pytestmark = pytest.mark.e2e
 
 BASE = load("sd15_txt2img_mame.json")
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
 
 
 def images(client, record):
@@ -159,3 +163,25 @@ def test_next_to_comfyui_builtin_tome(comfy):
     client.run(graph)
     line = merge_lines(server, start)[-1]
     assert "input_4 256->128" in line and "input_1 " not in line
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
+def test_ui_example_workflows_match_the_api_workflows(comfy, name):
+    client, _ = comfy
+    info = client.object_info()
+    ui = json.loads((EXAMPLES / name).read_text())
+    api = load(name)
+    assert {n["type"] for n in ui["nodes"]} <= set(info), "every node type exists on the server"
+    converted = ui_to_api(ui, info)
+    strip = lambda g: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
+    assert strip(converted) == strip(api)
+
+
+def test_ab_workflow_renders_both_sides_from_one_seed(comfy):
+    client, _ = comfy
+    record = client.run(small(load("sd15_ab_compare.json"), prefix=None))
+    by_node = {img["node"]: img for img in client.output_images(record)}
+    assert set(by_node) == {"8", "11"}
+    a, b = (np.asarray(Image.open(io.BytesIO(client.view(by_node[n])))) for n in ("8", "11"))
+    assert a.shape == b.shape == (256, 256, 3)
+    assert not np.array_equal(a, b)
