@@ -1,4 +1,15 @@
-"""Headless batch generation through ComfyUI's HTTP API (client package of comfyui-mame)."""
+"""Headless batch generation through ComfyUI's HTTP API (the ``mame-batch`` command)."""
+from .batch import BatchResult, plan_batch, run_batch
 from .client import ComfyClient, ComfyError, ExecutionFailed, PromptRejected
+from .errors import BatchInputError
 
-__all__ = ["ComfyClient", "ComfyError", "ExecutionFailed", "PromptRejected"]
+__all__ = [
+    "BatchInputError",
+    "BatchResult",
+    "ComfyClient",
+    "ComfyError",
+    "ExecutionFailed",
+    "PromptRejected",
+    "plan_batch",
+    "run_batch",
+]

@@ -1,7 +1,9 @@
 """A small, dependency-free client for ComfyUI's HTTP API (standard library only)."""
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -43,21 +45,51 @@ class ExecutionFailed(ComfyError):
         super().__init__(f"prompt {prompt_id} failed in {what}")
 
 
+RETRYABLE_STATUS = {502, 503, 504}
+
+
+def _is_transient(err: Exception) -> bool:
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code in RETRYABLE_STATUS
+    return isinstance(err, (urllib.error.URLError, ConnectionError, http.client.HTTPException, socket.timeout, TimeoutError))
+
+
 class ComfyClient:
-    def __init__(self, url: str = "http://127.0.0.1:8188", timeout: float = 30.0, client_id: str | None = None):
+    """ComfyUI's HTTP routes. Transient failures (server down, restarting, dropped
+    connections, 502/503/504) are retried with exponential backoff for ``retry_for`` seconds."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8188", timeout: float = 30.0, client_id: str | None = None,
+                 retry_for: float = 0.0, on_retry=None):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
+        self.retry_for = retry_for
+        self.on_retry = on_retry
+        self.retries = 0
 
     # plain HTTP -----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: dict | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return response.read()
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.25
+        while True:
+            request = urllib.request.Request(
+                self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.read()
+            except Exception as err:  # noqa: BLE001 - sorted into transient or not just below
+                if not _is_transient(err):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise ComfyError(f"{method} {self.url}{path} failed: {err}") from err
+                self.retries += 1
+                if self.on_retry:
+                    self.on_retry(f"{method} {path}: {err}; retrying in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     def get_json(self, path: str):
         return json.loads(self._request("GET", path) or b"null")
@@ -120,3 +152,13 @@ class ComfyClient:
 
     def delete_queued(self, prompt_ids: list[str]) -> None:
         self._request("POST", "/queue", {"delete": list(prompt_ids)})
+
+    def queue_state(self) -> tuple[set[str], set[str]]:
+        """Prompt ids (running, pending) on the server now."""
+        state = self.get_json("/queue") or {}
+        ids = lambda rows: {row[1] for row in rows if len(row) > 1}  # noqa: E731
+        return ids(state.get("queue_running", [])), ids(state.get("queue_pending", []))
+
+    def ws_url(self) -> str:
+        base = self.url.replace("https://", "wss://").replace("http://", "ws://")
+        return f"{base}/ws?clientId={urllib.parse.quote(self.client_id)}"

@@ -1,0 +1,85 @@
+"""The Python API: everything the command line does, callable from scripts and notebooks.
+
+    from mame_batch import run_batch
+    result = run_batch("workflows/sd15_txt2img_mame.json", "prompts.jsonl", "out/",
+                       sweep=["MaMe.ratio=0,0.5"], url="http://127.0.0.1:8188")
+    print(result.table)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import ComfyClient
+from .graph_edit import load_workflow
+from .jobs import Job, expand, load_jobs, parse_sweep
+from .manifest import Manifest
+from .progress import Progress
+from .runner import BatchRunner
+from .summary import format_table, summarize
+
+
+@dataclass
+class BatchResult:
+    records: list[dict]
+    skipped: int
+    rows: list[dict]
+    manifest: Path
+
+    @property
+    def table(self) -> str:
+        return format_table(self.rows)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r["status"] != "ok"]
+
+
+def plan_batch(workflow, jobs, sweep=()):
+    """Validate everything and return the tasks, without touching any server."""
+    graph = workflow if isinstance(workflow, dict) else load_workflow(workflow)
+    if isinstance(jobs, (str, Path)):
+        job_list = load_jobs(jobs)
+    else:
+        job_list = [j if isinstance(j, Job) else _job(i, j) for i, j in enumerate(jobs or [{}])]
+    return expand(graph, job_list, parse_sweep(list(sweep)))
+
+
+def _job(index: int, data: dict) -> Job:
+    from .jobs import _job_from_mapping
+
+    return _job_from_mapping(index, dict(data), f"job {index}")
+
+
+def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", concurrency=2, resume=False,
+              retry_for=120.0, baseline=None, progress: Progress | None = None, use_websocket=True,
+              manifest_name="manifest.jsonl", warmup=0) -> BatchResult:
+    tasks = plan_batch(workflow, jobs, sweep)
+    out = Path(out_dir)
+    manifest = Manifest(out / manifest_name)
+    skipped = 0
+    if resume:
+        done = manifest.done_keys()
+        skipped = sum(t.key in done for t in tasks)
+        tasks = [t for t in tasks if t.key not in done]
+    elif manifest.path.exists() and manifest.records():
+        from .errors import BatchInputError
+
+        raise BatchInputError(f"{manifest.path} already records a batch; use --resume to continue it, or another --out")
+    progress = progress or Progress()
+    client = ComfyClient(url, retry_for=retry_for, on_retry=progress.note)
+    runner = BatchRunner(client, out, manifest, concurrency=concurrency, progress=progress, use_websocket=use_websocket)
+    for _ in range(warmup if tasks else 0):
+        progress.note("warm-up run of the first task (loads the models; not recorded or timed)")
+        client.wait(client.queue(tasks[0].graph))
+    records = runner.run(tasks)
+    all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
+    return BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
+
+
+def _latest(records: list[dict]) -> list[dict]:
+    """One record per task key: the last one written (a resumed task replaces its failure)."""
+    by_key = {}
+    for r in records:
+        by_key[r["key"]] = r
+    return list(by_key.values())
