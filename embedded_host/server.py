@@ -19,6 +19,8 @@ EXTENSION_NAME = "comfyui-mame"
 
 
 def host_dir() -> Path:
+    """The ComfyUI folder to run: the embedded host, or any ComfyUI checkout named by
+    MAME_HOST_DIR (with MAME_HOST_PYTHON as its interpreter), e.g. to test a current release."""
     return Path(os.environ.get("MAME_HOST_DIR", REPO / ".host" / "comfyui"))
 
 
@@ -91,8 +93,9 @@ class ComfyServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+        python = os.environ.get("MAME_HOST_PYTHON", sys.executable)
         self.process = subprocess.Popen(
-            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--disable-auto-launch", "--output-directory", str(self.output_dir), *self.extra_args],
             cwd=self.host, stdout=log, stderr=subprocess.STDOUT, env=env,
         )

@@ -106,7 +106,7 @@ def test_block_schedule_node_applies_and_rejects_bad_text(comfy):
     try:
         prompt_id = client.queue(bad)
     except PromptRejected as err:
-        assert node_id(graph, "MaMeBlockSchedule") in err.value.node_errors
+        assert node_id(graph, "MaMeBlockSchedule") in err.node_errors
     else:
         with pytest.raises(ExecutionFailed) as err:
             client.wait(prompt_id)
