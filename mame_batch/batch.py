@@ -69,12 +69,26 @@ def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", co
     progress = progress or Progress()
     client = ComfyClient(url, retry_for=retry_for, on_retry=progress.note)
     runner = BatchRunner(client, out, manifest, concurrency=concurrency, progress=progress, use_websocket=use_websocket)
-    for _ in range(warmup if tasks else 0):
+    for n in range(warmup if tasks else 0):
         progress.note("warm-up run of the first task (loads the models; not recorded or timed)")
-        client.wait(client.queue(tasks[0].graph))
+        client.wait(client.queue(_uncached_variant(tasks[0].graph, n)))
     records = runner.run(tasks)
     all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
     return BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
+
+
+def _uncached_variant(graph: dict, n: int) -> dict:
+    """The graph with its sampler seeds moved, so ComfyUI cannot answer a later identical
+    task from its cache (which would make that task look instant)."""
+    import copy
+
+    graph = copy.deepcopy(graph)
+    for node in graph.values():
+        for name in ("seed", "noise_seed"):
+            value = node["inputs"].get(name)
+            if "positive" in node["inputs"] and isinstance(value, int):
+                node["inputs"][name] = (value + 7919 * (n + 1)) % (2**63)
+    return graph
 
 
 def _latest(records: list[dict]) -> list[dict]:

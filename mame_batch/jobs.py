@@ -148,13 +148,15 @@ def field_inputs(graph: dict, job: Job) -> dict:
 def expand(graph: dict, jobs: list[Job], sweep: list[tuple[InputRef, list]]) -> list[Task]:
     """Every job under every sweep combination, jobs outermost so settings interleave.
 
+    Odd jobs run the combinations in reverse: within a job the first task also pays for
+    what ComfyUI then caches (text encoding), so alternating keeps timings fair.
     Every override is applied here, so a bad target fails before anything is queued."""
     refs = [ref for ref, _ in sweep]
     combos = list(itertools.product(*[values for _, values in sweep])) or [()]
     tasks = []
     for job in jobs:
         base = {**field_inputs(graph, job), **job.inputs}
-        for combo in combos:
+        for combo in combos if job.index % 2 == 0 else combos[::-1]:
             setting = dict(zip(refs, combo))
             try:
                 built = apply_inputs(graph, {**base, **setting})

@@ -43,6 +43,7 @@ class BatchRunner:
         stream = EventStream(self.client.ws_url(), on_note=self.progress.note)
         if self.use_websocket:
             stream.start()
+            stream.connected.wait(2.0)  # so the first task's execution_start is not missed
         self.progress.begin(len(tasks))
         last_poll = 0.0
         try:
@@ -57,7 +58,7 @@ class BatchRunner:
                     entry = inflight.get(data.get("prompt_id"))
                     if entry is None:
                         continue
-                    if kind in ("execution_start", "executing") and entry.started_at is None:
+                    if kind == "execution_start":
                         entry.started_at = at
                     if kind == "progress":
                         entry.step = (data.get("value", 0), data.get("max", 0))

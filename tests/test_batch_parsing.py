@@ -62,7 +62,9 @@ def test_sweep_is_a_cartesian_product_interleaved_by_job():
     assert [t.job.index for t in tasks] == [0] * 4 + [1] * 4
     assert len({t.key for t in tasks}) == 8
     assert tasks[1].key == "job0000_seed1_MaMe.ratio-0_KSampler.cfg-7"
+    assert tasks[4].key == "job0001_seed2_MaMe.ratio-0.5_KSampler.cfg-7"  # odd jobs run in reverse
     t = tasks[3]
+    assert t.setting == {"MaMe.ratio": 0.5, "KSampler.cfg": 7}
     assert t.graph["2"]["inputs"]["ratio"] == 0.5 and t.graph["6"]["inputs"]["cfg"] == 7
     assert t.graph["3"]["inputs"]["text"] == "a" and t.graph["6"]["inputs"]["seed"] == 1
     assert t.graph["4"]["inputs"]["text"] == "blurry, low quality"  # negative untouched
