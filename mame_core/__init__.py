@@ -8,7 +8,8 @@ Typical use inside a transformer block, with ``x`` the normed ``[B, N, C]`` toke
 """
 from .destinations import destination_indices, seeded_shift
 from .grid import infer_grid, level_sizes
-from .merge import IdentityPlan, MergePlan, destinations_per_tile, plan_merge, plan_seeded
+from .merge_map import MergeMap, describe_merges, draw_merge_map
+from .merge import IdentityPlan, MergePlan, destinations_per_tile, plan_merge, plan_seeded, shift_for
 from .schedule import (
     LEVEL_CHOICES,
     LEVELS,
@@ -32,12 +33,15 @@ __all__ = [
     "MaMeConfigError",
     "MaMeScheduleError",
     "MergePlan",
+    "MergeMap",
     "MergeSettings",
     "Rule",
     "Schedule",
     "check_window",
     "destination_indices",
+    "describe_merges",
     "destinations_per_tile",
+    "draw_merge_map",
     "infer_grid",
     "level_sizes",
     "parse_levels",
@@ -45,4 +49,5 @@ __all__ = [
     "plan_merge",
     "plan_seeded",
     "seeded_shift",
+    "shift_for",
 ]

@@ -27,12 +27,14 @@ class MergePlan:
 
     is_identity = False
 
-    def __init__(self, grid: TileGrid, k: int, assign: torch.Tensor, weights: torch.Tensor, batch: int):
+    def __init__(self, grid: TileGrid, k: int, assign: torch.Tensor, weights: torch.Tensor, batch: int,
+                 source: tuple | None = None):
         self.grid = grid
         self.k = k
         self.batch = batch
         self.assign = assign  # A, [B*G, T, k]
         self.weights = weights  # W / colsum(W), [B*G, T, k]
+        self._source = source  # (x, its tiles, its border): merge(x) of the planning input reuses the cut
 
     @property
     def merged_tokens(self) -> int:
@@ -44,10 +46,14 @@ class MergePlan:
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """MaMe: ``[B, N, C]`` to ``[B, G*k + border, C]``."""
-        tiles, border = self.grid.split(x)
+        if self._source is not None and self._source[0] is x:
+            tiles, border = self._source[1:]
+            self._source = None  # not kept alive through attention
+        else:
+            tiles, border = self.grid.split(x)
         merged = torch.matmul(self.weights.transpose(1, 2).to(x.dtype), tiles)
         merged = merged.reshape(self.batch, self.grid.tiles * self.k, x.shape[-1])
-        return torch.cat([merged, border], dim=1)
+        return merged if border.shape[1] == 0 else torch.cat([merged, border], dim=1)
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         """MaRe: ``[B, G*k + border, C]`` back to ``[B, N, C]``."""
@@ -104,8 +110,8 @@ def plan_merge(
         return IdentityPlan(x.shape[1])
 
     sim_dtype = _similarity_dtype(x.dtype)
-    tiles, _ = grid.split(x)
-    tiles = F.normalize(tiles.to(sim_dtype), dim=-1, eps=1e-6)
+    raw_tiles, border = grid.split(x)
+    tiles = F.normalize(raw_tiles.to(sim_dtype), dim=-1, eps=1e-6)
     period = pattern_period(grid.th, grid.tw)
     select = selection_matrix(grid.th, grid.tw, k, (shift[0] % period, shift[1] % period), x.device, sim_dtype)
     dest = torch.matmul(select.transpose(0, 1), tiles)  # [B*G, k, C]
@@ -121,7 +127,7 @@ def plan_merge(
     weights = assign * gate * keep + select
     weights = weights / weights.sum(dim=1, keepdim=True)
     out_dtype = x.dtype
-    return MergePlan(grid, k, assign.to(out_dtype), weights.to(out_dtype), x.shape[0])
+    return MergePlan(grid, k, assign.to(out_dtype), weights.to(out_dtype), x.shape[0], (x, raw_tiles, border))
 
 
 def plan_seeded(
@@ -132,6 +138,10 @@ def plan_seeded(
     Callers pass the block and the sampling step as keys, so every block and step gets
     its own pattern, and the same seed always gives the same one.
     """
+    return plan_merge(x, h, w, settings, shift_for(h, w, settings, seed, *keys))
+
+
+def shift_for(h: int, w: int, settings: MergeSettings, seed: int, *keys: object) -> tuple[int, int]:
+    """The destination shift :func:`plan_seeded` uses for this grid, seed and keys."""
     grid = TileGrid.fit(h, w, settings.tile)
-    shift = seeded_shift(seed, *keys, period=pattern_period(grid.th, grid.tw))
-    return plan_merge(x, h, w, settings, shift)
+    return seeded_shift(seed, *keys, period=pattern_period(grid.th, grid.tw))

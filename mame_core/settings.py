@@ -54,7 +54,7 @@ class MergeSettings:
     """
 
     ratio: float = 0.5
-    threshold: float = 0.5
+    threshold: float = 0.7
     mode: str = "qkv"
     tile: tuple[int, int] = (8, 8)
     temperature: float = 0.005

@@ -59,6 +59,8 @@ class TileGrid:
             .permute(0, 1, 3, 2, 4, 5)
             .reshape(b * self.tiles, self.tile_tokens, c)
         )
+        if self.border_tokens == 0:
+            return tiles, grid[:, :0, 0]  # an empty [B, 0, C] view: no copy
         right = grid[:, :hh, ww:].reshape(b, self.right_tokens, c)
         bottom = grid[:, hh:].reshape(b, (self.h - hh) * self.w, c)
         return tiles, torch.cat([right, bottom], dim=1)
@@ -67,11 +69,10 @@ class TileGrid:
         """Inverse of :meth:`split`: tiles ``[B*G, T, C]`` and border back to ``[B, N, C]``."""
         b, c = border.shape[0], tiles.shape[-1]
         hh, ww = self.gh * self.th, self.gw * self.tw
-        main = (
-            tiles.reshape(b, self.gh, self.gw, self.th, self.tw, c)
-            .permute(0, 1, 3, 2, 4, 5)
-            .reshape(b, hh, ww, c)
-        )
+        main = tiles.reshape(b, self.gh, self.gw, self.th, self.tw, c).permute(0, 1, 3, 2, 4, 5)
+        if self.border_tokens == 0:
+            return main.reshape(b, self.h * self.w, c)
+        main = main.reshape(b, hh, ww, c)
         right = border[:, : self.right_tokens].reshape(b, hh, self.w - ww, c)
         bottom = border[:, self.right_tokens :].reshape(b, self.h - hh, self.w, c)
         grid = torch.cat([torch.cat([main, right], dim=2), bottom], dim=1)

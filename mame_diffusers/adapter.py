@@ -69,7 +69,7 @@ def mame_state(pipe_or_unet) -> MaMeState | None:
     return getattr(_unet(pipe_or_unet), STATE_ATTR, None)
 
 
-def apply_mame(pipe_or_unet, ratio: float = 0.5, threshold: float = 0.5, mode: str = "qkv", tile: int = 8,
+def apply_mame(pipe_or_unet, ratio: float = 0.5, threshold: float = 0.7, mode: str = "qkv", tile: int = 8,
                levels: str = "auto", schedule=None, start_percent: float = 0.0, end_percent: float = 1.0,
                seed: int = 0, temperature: float = 0.005, gate: str = "hard"):
     """Patch a pipeline (or its UNet) with MaMe; calling it again re-configures.

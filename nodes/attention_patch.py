@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..mame_core import MergeSettings, Schedule, infer_grid, level_sizes, plan_seeded
+from ..mame_core import MergeSettings, Schedule, infer_grid, level_sizes, plan_merge, shift_for
+from .merge_recorder import MergeRecorder
 from .model_inspect import AttentionBlock
 
 log = logging.getLogger("comfyui-mame")
@@ -41,6 +42,7 @@ class MaMeAttentionPatch:
     blocks: list[AttentionBlock]
     sigma_start: float = float("inf")
     sigma_end: float = 0.0
+    recorder: MergeRecorder = field(default_factory=MergeRecorder)
     last_pass: dict[str, BlockRecord] = field(default_factory=dict)
     _pending: object = None
     _sigma_tensor: object = None
@@ -102,9 +104,13 @@ class MaMeAttentionPatch:
         if ratio == 0.0 or not (self._window_is_full or self.sigma_end <= sigma <= self.sigma_start):
             self.last_pass.pop(key, None)
             return None
-        plan = plan_seeded(n, h, w, self.settings.with_ratio(ratio), self.seed, stage, index, depth_index, f"{sigma:.6g}")
+        settings = self.settings.with_ratio(ratio)
+        shift = shift_for(h, w, settings, self.seed, stage, index, depth_index, f"{sigma:.6g}")
+        plan = plan_merge(n, h, w, settings, shift)
         if plan.is_identity:
             return None
+        if self.recorder.armed:
+            self.recorder.record(n, h, w, settings, shift, key, depth_index, sigma, level)
         merged = plan.merge(n)
         extra_options[MERGED_MARK] = True
         seen = self.last_pass.get(key)

@@ -6,11 +6,12 @@ import logging
 from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
 from .attention_patch import MaMeAttentionPatch
 from .model_inspect import attention_blocks, diffusion_unet, sigma_window
+from .merge_recorder import MAP_TYPE, MergeRecorder, map_requested
 from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
 
 log = logging.getLogger("comfyui-mame")
 
-DEFAULTS = {"ratio": 0.5, "threshold": 0.5, "mode": "qkv", "tile_size": 8, "levels": "auto"}
+DEFAULTS = {"ratio": 0.5, "threshold": 0.7, "mode": "qkv", "tile_size": 8, "levels": "auto"}
 
 
 class MaMe:
@@ -21,8 +22,10 @@ class MaMe:
         "pass through unchanged with a warning."
     )
     CATEGORY = "model_patches/unet"
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("The model with MaMe patched in.",)
+    RETURN_TYPES = ("MODEL", MAP_TYPE)
+    RETURN_NAMES = ("model", "merge_map")
+    OUTPUT_TOOLTIPS = ("The model with MaMe patched in.",
+                       "Connect to a MaMe Merge Map node to see which tokens were merged (recorded only then).")
     FUNCTION = "patch"
 
     @classmethod
@@ -70,12 +73,18 @@ class MaMe:
                     "tooltip": "Optional per-block ratios that win over everything else, e.g. "
                                "'output_9-11 = 0.7, input_1 = off'. " + OVERRIDES_HELP}),
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
             "optional": {
                 "schedule": (SCHEDULE_TYPE, {
                     "tooltip": "Per-block ratios from a MaMe Block Schedule node; they win over ratio "
                                "and levels where they are set (this node's overrides win over them)."}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, prompt=None, unique_id=None, **_):
+        # Connecting a Merge Map node must re-run sampling so that there is something to draw.
+        return "recording" if map_requested(prompt, unique_id) else "plain"
 
     @classmethod
     def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, overrides=""):
@@ -88,7 +97,8 @@ class MaMe:
         return True
 
     def patch(self, model, ratio, threshold, mode, tile_size, levels, start_percent, end_percent, seed,
-              overrides="", schedule=None):
+              overrides="", schedule=None, prompt=None, unique_id=None):
+        recorder = MergeRecorder(armed=map_requested(prompt, unique_id))
         settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=int(tile_size))
         plan = Schedule(
             ratio=ratio,
@@ -102,14 +112,14 @@ class MaMe:
         if not blocks:
             name = type(getattr(model, "model", model)).__name__
             log.warning("MaMe: %s has no UNet self-attention blocks MaMe can patch; passing it through unchanged", name)
-            return (model,)
+            return (model, recorder)
         plan = plan.resolve_levels(sorted({b.level for b in blocks}))
         sigma_start, sigma_end = sigma_window(model, start_percent, end_percent)
-        mame = MaMeAttentionPatch(settings, plan, int(seed), blocks, sigma_start, sigma_end)
+        mame = MaMeAttentionPatch(settings, plan, int(seed), blocks, sigma_start, sigma_end, recorder)
         patched = model.clone()
         patched.set_model_attn1_patch(mame.merge)
         patched.set_model_attn1_output_patch(mame.restore)
         targets = [f"{b.stage}_{b.index}" for b in blocks if plan.ratio_for(b.stage, b.index, b.level) > 0]
         log.info("MaMe: %s; blocks: %s", plan.describe(), ", ".join(targets) or "none")
-        return (patched,)
+        return (patched, recorder)
 

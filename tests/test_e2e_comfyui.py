@@ -185,3 +185,26 @@ def test_ab_workflow_renders_both_sides_from_one_seed(comfy):
     a, b = (np.asarray(Image.open(io.BytesIO(client.view(by_node[n])))) for n in ("8", "11"))
     assert a.shape == b.shape == (256, 256, 3)
     assert not np.array_equal(a, b)
+
+
+def test_merge_map_node_draws_over_the_image(comfy):
+    client, _ = comfy
+    record = client.run(small(load("sd15_merge_map.json"), width=256, height=192, prefix=None))
+    by_node = {img["node"]: img for img in client.output_images(record)}
+    picture, drawn = (np.asarray(Image.open(io.BytesIO(client.view(by_node[n])))) for n in ("8", "10"))
+    assert drawn.shape == picture.shape == (192, 256, 3)
+    assert not np.array_equal(drawn, picture)
+    (text,) = record["outputs"]["9"]["text"]
+    assert "grid 24x32 at d1" in text and "768 tokens" in text and "groups" in text
+
+
+def test_recording_is_off_without_the_map_node(comfy):
+    # The MaMe node arms its recorder only when a map node reads its merge_map output.
+    from comfy_inprocess import extension
+
+    nodes = extension().nodes.merge_recorder
+    with_map = load("sd15_merge_map.json")
+    assert nodes.map_requested(with_map, "2")
+    assert not nodes.map_requested(BASE, "2")
+    assert extension().NODE_CLASS_MAPPINGS["MaMe"].IS_CHANGED(prompt=BASE, unique_id="2") != \
+        extension().NODE_CLASS_MAPPINGS["MaMe"].IS_CHANGED(prompt=with_map, unique_id="2")

@@ -63,10 +63,10 @@ def sd21():
 
 
 def mame(model, **overrides):
-    inputs = dict(ratio=0.5, threshold=0.5, mode="qkv", tile_size=8, levels="auto", start_percent=0.0,
+    inputs = dict(ratio=0.5, threshold=0.7, mode="qkv", tile_size=8, levels="auto", start_percent=0.0,
                   end_percent=1.0, seed=0, overrides="")
     inputs.update(overrides)
-    (patched,) = extension().NODE_CLASS_MAPPINGS["MaMe"]().patch(model, **inputs)
+    patched, _recorder = extension().NODE_CLASS_MAPPINGS["MaMe"]().patch(model, **inputs)
     return patched
 
 
@@ -145,3 +145,18 @@ def test_unsupported_model_passes_through_with_one_warning(caplog):
         assert mame(model) is model
     warnings = [r for r in caplog.records if "passing it through unchanged" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_merges_are_recorded_only_for_a_map_node(sd21):
+    plain = mame(sd21)
+    sample(plain, 256, 256, context_dim=1024, steps=2)
+    assert not the_patch(plain).recorder.armed and the_patch(plain).recorder.runs == []
+
+    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
+              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
+    recorded = mame(sd21, prompt=prompt, unique_id="2")
+    sample(recorded, 256, 256, context_dim=1024, steps=2)
+    recorder = the_patch(recorded).recorder
+    rec = recorder.pick("auto", 0, -1)
+    assert rec.step == 1 and rec.merge_map.h == rec.merge_map.w == 32 and rec.level == 1
+    assert recorder.pick("output_11", 0, 0).step == 0

@@ -1,0 +1,90 @@
+"""Self-attention with each token-reduction method, on one layer, for side-by-side study.
+
+Every method returns the full-length output of the layer so it can be compared with full
+attention. The baselines are labelled by what they are:
+
+* ``tome``: ToMe for SD, using the ``tomesd`` package's own matcher (queries, keys and
+  values merged, copied back).
+* ``tome-q``: the scheme of ComfyUI's built-in ToMe node: the same matcher, but only the
+  queries are merged; keys and values stay full length.
+* ``todo``: ToDo-style key/value downsampling, this project's small re-implementation:
+  average pooling of the key/value token grid (2x1 for ratio 0.5, 2x2 for 0.75).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mame_core import MergeSettings, plan_seeded
+
+
+class Attention(torch.nn.Module):
+    """q/k/v/out projections and multi-head SDPA; ``kv`` may differ from the query tokens."""
+
+    def __init__(self, channels: int, heads: int, generator: torch.Generator, query_scale: float = 1.0):
+        super().__init__()
+        self.heads = heads
+        self.proj = torch.nn.ModuleList(torch.nn.Linear(channels, channels, bias=False) for _ in range(4))
+        with torch.no_grad():
+            for i, layer in enumerate(self.proj):
+                scale = query_scale if i == 0 else 1.0
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * scale / math.sqrt(channels))
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+        kv = x if kv is None else kv
+        b, n, c = x.shape
+        split = lambda t: t.reshape(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(split(self.proj[0](x)), split(self.proj[1](kv)), split(self.proj[2](kv)))
+        return self.proj[3](out.transpose(1, 2).reshape(b, n, c))
+
+
+def mame(attn, x, h, w, ratio, mode="qkv", seed=0, **settings):
+    plan = plan_seeded(x, h, w, MergeSettings(ratio=ratio, mode=mode, **settings), seed, "bench")
+    if mode == "qkv":
+        return plan.restore(attn(plan.merge(x)))
+    return attn(x, plan.merge(x))
+
+
+def _tome_functions(x, h, w, ratio, seed=0):
+    from tomesd.merge import bipartite_soft_matching_random2d
+
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return bipartite_soft_matching_random2d(x, w, h, 2, 2, int(x.shape[1] * ratio), no_rand=False, generator=gen)
+
+
+def tome(attn, x, h, w, ratio, seed=0):
+    merge, unmerge = _tome_functions(x, h, w, ratio, seed)
+    return unmerge(attn(merge(x)))
+
+
+def tome_queries(attn, x, h, w, ratio, seed=0):
+    merge, unmerge = _tome_functions(x, h, w, ratio, seed)
+    return unmerge(attn(merge(x), x))
+
+
+TODO_POOL = {0.5: (1, 2), 0.75: (2, 2)}
+
+
+def todo(attn, x, h, w, ratio):
+    if ratio not in TODO_POOL:
+        raise ValueError(f"ToDo pooling supports ratios {sorted(TODO_POOL)}, got {ratio}")
+    fy, fx = TODO_POOL[ratio]
+    b, n, c = x.shape
+    grid = x.transpose(1, 2).reshape(b, c, h, w)
+    pooled = F.avg_pool2d(grid, (fy, fx), ceil_mode=True).flatten(2).transpose(1, 2)
+    return attn(x, pooled)
+
+
+def methods(ratio: float) -> dict:
+    """name -> fn(attn, x, h, w) for every method that supports ``ratio``."""
+    out = {
+        "mame-qkv": lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv"),
+        "mame-kv": lambda a, x, h, w: mame(a, x, h, w, ratio, "kv"),
+        "tome": lambda a, x, h, w: tome(a, x, h, w, ratio),
+        "tome-q": lambda a, x, h, w: tome_queries(a, x, h, w, ratio),
+    }
+    if ratio in TODO_POOL:
+        out["todo"] = lambda a, x, h, w: todo(a, x, h, w, ratio)
+    return out

@@ -1,0 +1,31 @@
+"""Token grids from real photographs that ship with scikit-image (no download)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field", "brick", "grass")
+
+
+def load_photo(name: str, side: int) -> np.ndarray:
+    """``side x side x 3`` float image in [0, 1] (grey photos are repeated over channels)."""
+    import skimage.data
+    from skimage.transform import resize
+
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return resize(image[..., :3], (side, side), anti_aliasing=True).astype(np.float32)
+
+
+def photo_tokens(name: str, grid: int, channels: int = 320, patch: int = 8, seed: int = 0) -> torch.Tensor:
+    """``[1, grid*grid, channels]`` tokens: 8x8-pixel patches, a fixed random projection, LayerNorm.
+
+    This stands in for an SD latent grid at ``grid*8`` pixels: neighbouring tokens are as
+    alike as neighbouring patches of a real photo, which random weights alone cannot give."""
+    image = torch.from_numpy(load_photo(name, grid * patch))
+    patches = image.reshape(grid, patch, grid, patch, 3).permute(0, 2, 1, 3, 4).reshape(grid * grid, patch * patch * 3)
+    gen = torch.Generator().manual_seed(seed)
+    projection = torch.randn(patch * patch * 3, channels, generator=gen) / np.sqrt(patch * patch * 3)
+    tokens = patches @ projection
+    return torch.nn.functional.layer_norm(tokens, tokens.shape[-1:]).unsqueeze(0)
