@@ -2,7 +2,7 @@
 as one PNG grid (docs/merge-maps.png). Same tokens as bench.fidelity: 8x8-pixel patches of
 each photo at 512 px (a 64x64 grid, SD1.5's full-resolution level), ratio 0.5, 8x8 tiles.
 
-Usage: python -m bench.merge_maps [--taus 0,0.5,0.7,0.9] [--out docs/merge-maps.png]
+Usage: python -m bench.merge_maps [--taus 0,0.7,0.95,0.99] [--out docs/merge-maps.png]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mame_core import MergeSettings, describe_merges, draw_merge_map
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", default="astronaut,coffee,rocket,brick")
-    p.add_argument("--taus", default="0,0.5,0.7,0.9")
+    p.add_argument("--taus", default="0,0.7,0.95,0.99")
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--out", default="docs/merge-maps.png")
     args = p.parse_args(argv)

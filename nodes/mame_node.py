@@ -82,11 +82,6 @@ class MaMe:
         }
 
     @classmethod
-    def IS_CHANGED(cls, prompt=None, unique_id=None, **_):
-        # Connecting a Merge Map node must re-run sampling so that there is something to draw.
-        return "recording" if map_requested(prompt, unique_id) else "plain"
-
-    @classmethod
     def VALIDATE_INPUTS(cls, start_percent=0.0, end_percent=1.0, overrides=""):
         if start_percent > end_percent:
             return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"

@@ -12,7 +12,7 @@ class MaMeMergeMap:
         "Shows MaMe's token groups over the generated image: each destination group in its own "
         "colour (destinations dotted), tokens below the threshold tau hatched grey, unmerged border "
         "strips left clear. Connect the MaMe node's merge_map output; MaMe records only while this "
-        "node is in the graph."
+        "node is in the graph (after connecting it, change a MaMe input once so MaMe runs again)."
     )
     CATEGORY = "model_patches/unet"
     RETURN_TYPES = ("IMAGE", "STRING")

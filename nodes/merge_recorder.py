@@ -51,9 +51,12 @@ class MergeRecorder:
         self.runs[-1][(block, layer, step)] = Recording(describe_merges(n[0], h, w, settings, shift), step, sigma, level)
 
     def pick(self, block: str, layer: int, step: int, run: int = -1) -> Recording:
+        if not self.armed:
+            raise ValueError("MaMe recorded nothing: its output came from ComfyUI's cache, made before this map "
+                             "node was connected (ComfyUI does not re-run a cached node for a new consumer). "
+                             "Change any MaMe input once, e.g. its seed, and queue again.")
         if not self.runs or not self.runs[run]:
-            raise ValueError("MaMe recorded no merges: sampling ran before this map node was connected, or "
-                             "MaMe merged nothing (ratio 0 or outside its window). Queue the prompt again.")
+            raise ValueError("MaMe merged nothing to show (ratio 0, or every step outside its window).")
         records = self.runs[run]
         blocks = sorted({k[0] for k in records}, key=_block_order)
         chosen = blocks[0] if block in ("", "auto") else block

@@ -1,6 +1,5 @@
 """apply_mame / remove_mame on tiny diffusers UNets of the SD1.5, SD2.1 and SDXL layouts
 (built from configs with seeded random weights; no hub access)."""
-import json
 import logging
 
 import pytest
@@ -10,15 +9,11 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, SlicedAttnProcessor  # noqa: E402
 
+from bench.random_pipeline import TINY_UNET, random_pipeline, seeded_weights_  # noqa: E402
 from conftest import seeded  # noqa: E402
 from mame_diffusers import apply_mame, mame_state, remove_mame  # noqa: E402
 
-SD15 = dict(
-    sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-)
+SD15 = TINY_UNET  # the SD1.5 block layout, narrow
 SD21 = dict(SD15, use_linear_projection=True, attention_head_dim=(2, 4, 8, 8), cross_attention_dim=48)
 SDXL = dict(
     sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64),
@@ -31,12 +26,7 @@ SDXL = dict(
 
 
 def make_unet(config):
-    unet = UNet2DConditionModel(**config)
-    gen = seeded(0)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return unet.eval()
+    return seeded_weights_(UNet2DConditionModel(**config)).eval()
 
 
 def inputs(config, batch=2, size=32, t=500):
@@ -158,32 +148,8 @@ def test_unsupported_model_is_left_unchanged(caplog):
     assert "no UNet self-attention blocks" in caplog.text and mame_state(model) is None
 
 
-def tiny_tokenizer(tmp_path):
-    from transformers import CLIPTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in letters:
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
-
-
-def test_full_pipeline_from_tiny_components(tmp_path):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=60, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                        num_hidden_layers=2, max_position_embeddings=77, projection_dim=32))
-    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
-    pipe = StableDiffusionPipeline(
-        unet=make_unet(SD15), vae=vae, text_encoder=text, tokenizer=tiny_tokenizer(tmp_path),
-        scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+def test_full_pipeline_from_tiny_components():
+    pipe = random_pipeline("tiny")  # UNet, VAE, CLIP text encoder and tokenizer, all generated
     assert apply_mame(pipe, ratio=0.5, seed=3) is pipe
     out = pipe("a red barn", num_inference_steps=2, height=64, width=64, num_images_per_prompt=3,
                guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="np").images

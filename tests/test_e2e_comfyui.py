@@ -189,7 +189,8 @@ def test_ab_workflow_renders_both_sides_from_one_seed(comfy):
 
 def test_merge_map_node_draws_over_the_image(comfy):
     client, _ = comfy
-    record = client.run(small(load("sd15_merge_map.json"), width=256, height=192, prefix=None))
+    graph = set_inputs(load("sd15_merge_map.json"), "MaMe", seed=4242)  # a MaMe run not in the cache
+    record = client.run(small(graph, width=256, height=192, prefix=None))
     by_node = {img["node"]: img for img in client.output_images(record)}
     picture, drawn = (np.asarray(Image.open(io.BytesIO(client.view(by_node[n])))) for n in ("8", "10"))
     assert drawn.shape == picture.shape == (192, 256, 3)
@@ -198,13 +199,22 @@ def test_merge_map_node_draws_over_the_image(comfy):
     assert "grid 24x32 at d1" in text and "768 tokens" in text and "groups" in text
 
 
-def test_recording_is_off_without_the_map_node(comfy):
-    # The MaMe node arms its recorder only when a map node reads its merge_map output.
-    from comfy_inprocess import extension
+def test_merge_map_after_a_cached_mame_run_says_what_to_do(comfy):
+    # MaMe records only when a map node reads it at execution time; a MaMe output served
+    # from ComfyUI's cache (run earlier without the map) cannot have recorded anything.
+    client, server = comfy
+    plain = small(set_inputs(BASE, "MaMe", seed=777), width=192, height=192, prefix="e2e_cached")
+    client.run(plain)
+    graph = small(set_inputs(load("sd15_merge_map.json"), "MaMe", seed=777), width=192, height=192, prefix=None)
+    with pytest.raises(ExecutionFailed) as err:
+        client.run(graph)
+    assert "MaMeMergeMap" in str(err.value) and "Change any MaMe input once" in str(err.value)
+    assert server.alive()
 
-    nodes = extension().nodes.merge_recorder
-    with_map = load("sd15_merge_map.json")
-    assert nodes.map_requested(with_map, "2")
-    assert not nodes.map_requested(BASE, "2")
-    assert extension().NODE_CLASS_MAPPINGS["MaMe"].IS_CHANGED(prompt=BASE, unique_id="2") != \
-        extension().NODE_CLASS_MAPPINGS["MaMe"].IS_CHANGED(prompt=with_map, unique_id="2")
+
+def test_recording_is_off_without_the_map_node(comfy):
+    from embedded_host.inprocess import extension
+
+    recorder = extension().nodes.merge_recorder
+    assert recorder.map_requested(load("sd15_merge_map.json"), "2")
+    assert not recorder.map_requested(BASE, "2")

@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from comfy_inprocess import comfy_host, extension
+from embedded_host.inprocess import comfy_host, extension
 from embedded_host.checkpoint import fill_
 
 pytestmark = pytest.mark.e2e

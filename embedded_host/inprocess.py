@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @lru_cache(maxsize=1)
 def comfy_host():
-    from embedded_host.server import prepare_host
+    from .server import prepare_host
 
     host = str(prepare_host())
     if host not in sys.path:

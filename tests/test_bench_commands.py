@@ -1,0 +1,51 @@
+"""The benchmark commands' code paths run on small inputs (they are not run as benchmarks here)."""
+import json
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+
+def test_quality_command_runs_on_the_random_weight_model(tmp_path, capsys):
+    from bench import quality
+
+    quality.main(["--model", "random-tiny", "--steps", "2", "--size", "64", "--out", str(tmp_path),
+                  "--methods", "mame-qkv:0.5,mame-kv:0.5,tomesd:0.5,todo:0.5,comfy-tome-q:0.5"])
+    summary = json.loads((tmp_path / "quality.json").read_text())["summary"]
+    assert set(summary) == {"baseline", "mame-qkv r0.5", "mame-kv r0.5", "tomesd r0.5", "todo r0.5", "comfy-tome-q r0.5"}
+    assert all(0 < row["psnr"] for name, row in summary.items() if name != "baseline")
+    assert all("ssim" in row for name, row in summary.items() if name != "baseline")
+    assert len(list(tmp_path.glob("prompt*_seed0.png"))) == 3
+    assert "| mame-qkv r0.5 |" in capsys.readouterr().out
+
+
+def test_speed_benchmark_attention_timer_sees_reduced_attention():
+    import torch
+
+    from bench.speed import AttentionTimer
+    from bench.random_pipeline import TINY_UNET, seeded_weights_
+    from diffusers import UNet2DConditionModel
+    from mame_core import destinations_per_tile
+    from mame_diffusers import apply_mame, remove_mame
+    from mame_diffusers.adapter import _attention_blocks
+
+    unet = seeded_weights_(UNet2DConditionModel(**TINY_UNET)).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 64, 64, generator=gen)
+    ctx = torch.randn(2, 7, 32, generator=gen)
+    modules = [b.module for b in _attention_blocks(unet) if b.level == 1]
+    timer = AttentionTimer(modules, "cpu")
+    seen = []
+    with torch.inference_mode():
+        timer.attach()
+        unet(x, 500, ctx)
+        timer.detach()
+        full = timer.take()
+        apply_mame(unet, ratio=0.7)
+        timer.attach()  # after the method: its pre-hook runs after MaMe's merge
+        modules[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+        unet(x, 500, ctx)
+        timer.detach()
+        remove_mame(unet)
+    assert seen == [64 * destinations_per_tile(64, 0.7)]  # the timed layer ran on the merged tokens
+    assert full > 0 and timer.take() > 0
