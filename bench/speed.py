@@ -60,21 +60,38 @@ class PeakMemory:
             self._thread.join()
 
 
-def settings_for(model: str, ratios: list[float], finest: int):
-    """name -> (apply(unet) -> undo, what it reduces)."""
-    out = {"baseline": (None, None)}
-    for mode in ("qkv", "kv"):
-        for r in ratios:
-            out[f"mame-{mode} r{r}"] = (lambda u, r=r, m=mode: (apply_mame(u, ratio=r, mode=m), remove_mame)[1], ("mame", mode, r))
+def _patch_then(apply, undo):
+    """A setting: apply(unet) patches, and returns what undoes it."""
+    def run(unet):
+        apply(unet)
+        return undo
+    return run
+
+
+def _hooks(register):
+    """A setting from a function that registers hooks and returns their handles."""
+    def run(unet):
+        handles = register(unet)
+        return lambda _unet: remove(handles)
+    return run
+
+
+def settings_for(model: str, ratios: list[float], finest: int) -> dict:
+    """name -> apply(unet) returning undo(unet); None for the baseline."""
     import tomesd
 
+    out = {"baseline": None}
+    for mode in ("qkv", "kv"):
+        for r in ratios:
+            out[f"mame-{mode} r{r}"] = _patch_then(lambda u, r=r, m=mode: apply_mame(u, ratio=r, mode=m), remove_mame)
     for r in ratios:
-        out[f"tomesd r{r}"] = (lambda u, r=r: (tomesd.apply_patch(u, ratio=r), tomesd.remove_patch)[1], ("tome", "qkv", r) if finest == 1 else None)
+        out[f"tomesd r{r}"] = _patch_then(lambda u, r=r: tomesd.apply_patch(u, ratio=r), tomesd.remove_patch)
     if model == "sdxl":
-        out["tomesd r0.5 max_downsample=2"] = (lambda u: (tomesd.apply_patch(u, ratio=0.5, max_downsample=2), tomesd.remove_patch)[1], ("tome", "qkv", 0.5))
-    out["comfy-tome-q r0.5"] = (lambda u: (lambda hs: (lambda _u: remove(hs)))(apply_tome_queries(u, 0.5)), ("tome", "q", 0.5) if finest == 1 else None)
+        out["tomesd r0.5 max_downsample=2"] = _patch_then(
+            lambda u: tomesd.apply_patch(u, ratio=0.5, max_downsample=2), tomesd.remove_patch)
+    out["comfy-tome-q r0.5"] = _hooks(lambda u: apply_tome_queries(u, 0.5))
     for r in (0.5, 0.75):
-        out[f"todo r{r}"] = (lambda u, r=r: (lambda hs: (lambda _u: remove(hs)))(apply_todo(u, r, levels=(finest,))), ("todo", "kv", r))
+        out[f"todo r{r}"] = _hooks(lambda u, r=r: apply_todo(u, r, levels=(finest,)))
     return out
 
 
@@ -167,7 +184,7 @@ def main(argv=None):
 
     peaks, attention = {}, {}
     cases = {}
-    for name, (apply, _) in specs.items():
+    for name, apply in specs.items():
         def measured(apply=apply, name=name):
             with PeakMemory(args.device) as mem:
                 case(apply)()
