@@ -78,6 +78,17 @@ class IdentityPlan:
         return y
 
 
+def tile_similarity(tiles: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity ``[B*G, T, k]`` of each tile's tokens to its destinations (``select``
+    is the one-hot ``[T, k]``). Divides the small ``[T, k]`` product by the outer product of
+    norms rather than normalising every token: 10x fewer divisions than ``[T, C]``."""
+    norms = torch.linalg.vector_norm(tiles, dim=-1, keepdim=True).clamp_min(1e-6)  # [B*G, T, 1]
+    select_t = select.transpose(0, 1)
+    dest = torch.matmul(select_t, tiles)  # [B*G, k, C]
+    dest_norms = torch.matmul(select_t, norms)  # [B*G, k, 1]
+    return torch.matmul(tiles, dest.transpose(1, 2)) / (norms * dest_norms.transpose(1, 2))
+
+
 def destinations_per_tile(tile_tokens: int, ratio: float) -> int:
     return max(1, tile_tokens - round(ratio * tile_tokens))
 
@@ -113,13 +124,7 @@ def plan_merge(
     tiles = raw_tiles.to(sim_dtype)  # no copy for fp32 input
     period = pattern_period(grid.th, grid.tw)
     select = selection_matrix(grid.th, grid.tw, k, (shift[0] % period, shift[1] % period), x.device, sim_dtype)
-    # Cosine similarity without normalising every token: divide the small [T, k] product by
-    # the outer product of norms instead (10x fewer divisions than normalising [T, C]).
-    norms = torch.linalg.vector_norm(tiles, dim=-1, keepdim=True).clamp_min(1e-6)  # [B*G, T, 1]
-    select_t = select.transpose(0, 1)
-    dest = torch.matmul(select_t, tiles)  # [B*G, k, C]
-    dest_norms = torch.matmul(select_t, norms)  # [B*G, k, 1]
-    sim = torch.matmul(tiles, dest.transpose(1, 2)) / (norms * dest_norms.transpose(1, 2))  # [B*G, T, k]
+    sim = tile_similarity(tiles, select)
 
     is_dest = select.sum(dim=1, keepdim=True)  # [T, 1], 1 on destination rows
     keep = 1.0 - is_dest

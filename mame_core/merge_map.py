@@ -1,7 +1,7 @@
 """Which tokens MaMe merged where, for display: an analysis of one call, not part of merging.
 
 :func:`describe_merges` recomputes the similarity of one batch item's tokens to their
-tiles' destinations, exactly as :func:`plan_merge` does, and reduces it to per-token labels
+tiles' destinations with the same function as :func:`plan_merge`, and reduces it to per-token labels
 (which destination group a token joins, whether it cleared τ). It uses argmax and host
 reads, which the merge path itself never does. :func:`draw_merge_map` paints those labels
 over the generated image.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .destinations import destination_indices, pattern_period
-from .merge import destinations_per_tile
+from .destinations import destination_indices, pattern_period, selection_matrix
+from .merge import destinations_per_tile, tile_similarity
 from .settings import MergeSettings
 from .tiling import TileGrid
 
@@ -54,10 +54,10 @@ def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, sh
     grid = TileGrid.fit(h, w, settings.tile)
     k = destinations_per_tile(grid.tile_tokens, settings.ratio)
     period = pattern_period(grid.th, grid.tw)
-    dest = torch.tensor(destination_indices(grid.th, grid.tw, k, shift[0] % period, shift[1] % period))
+    shift = (shift[0] % period, shift[1] % period)
+    dest = torch.tensor(destination_indices(grid.th, grid.tw, k, *shift))
     tiles, _ = grid.split(x.unsqueeze(0))
-    tiles = F.normalize(tiles, dim=-1, eps=1e-6)
-    sim = tiles @ tiles[:, dest].transpose(1, 2)  # [G, T, k]
+    sim = tile_similarity(tiles, selection_matrix(grid.th, grid.tw, k, shift, tiles.device, tiles.dtype))  # [G, T, k]
     best, choice = sim.max(dim=-1)
     choice[:, dest] = torch.arange(k)  # a destination keeps itself even when another ties with it
     tile_ids = torch.arange(grid.tiles).unsqueeze(1)
