@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SEED_NAMES = {"seed", "noise_seed"}  # the frontend adds a "control after generate" widget after these
@@ -113,7 +112,7 @@ def api_to_ui(api: dict, object_info: dict, sizes: dict | None = None, title_hei
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
-    links = {l[0]: l for l in ui["links"]}
+    links = {link[0]: link for link in ui["links"]}
     api = {}
     for node in ui["nodes"]:
         info = object_info[node["type"]]

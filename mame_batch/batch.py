@@ -76,7 +76,8 @@ def run_cluster_batch(workflow, jobs, out_dir, sweep=(), urls=(), concurrency=2,
                       python=None) -> BatchResult:
     """The batch over several servers through Ray (see :mod:`mame_batch.cluster`); ``result.servers``
     gives images per minute per server and overall."""
-    from .cluster import ClusterRunner, start_servers as start, stop_servers
+    from .cluster import ClusterRunner, stop_servers
+    from .cluster import start_servers as start
 
     tasks = plan_batch(workflow, jobs, sweep)
     out = Path(out_dir)
