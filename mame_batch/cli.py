@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder on every Ray node, for --start-servers")
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for each started ComfyUI, e.g. --server-arg=--cpu (repeatable)")
+    p.add_argument("--server-python", metavar="PATH",
+                   help="Python that runs each started ComfyUI (default: the Ray worker's own)")
     p.add_argument("--gpus-per-server", type=float, default=1.0,
                    help="GPUs Ray reserves for each started server (default %(default)s; 0 for CPU servers)")
     p.add_argument("--set", dest="sweep", action="append", default=[], metavar="NODE.input=V1[,V2...]",
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         urls = list(args.urls) + (read_servers_file(args.servers) if args.servers else [])
         cluster = len(urls) > 1 or args.servers or args.ray or args.start_servers
+        if cluster and (args.warmup or args.no_websocket):
+            raise BatchInputError("--warmup and --no-websocket apply to a single server; a multi-server batch "
+                                  "polls each server and has no warm-up")
         if args.dry_run:
             tasks = plan_batch(args.workflow, jobs, args.sweep)
             for t in tasks:
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                        concurrency=args.concurrency, resume=args.resume, retry_for=args.retry_for,
                                        baseline=args.baseline, ray_address=args.ray, start_servers=args.start_servers,
                                        comfyui_dir=args.comfyui, server_args=args.server_arg,
-                                       gpus_per_server=args.gpus_per_server)
+                                       gpus_per_server=args.gpus_per_server, python=args.server_python)
         else:
             result = run_batch(args.workflow, jobs, args.out, sweep=args.sweep, url=(urls or [DEFAULT_URL])[0],
                                concurrency=args.concurrency, resume=args.resume, retry_for=args.retry_for,

@@ -248,7 +248,12 @@ def start_servers(urls: list[str], concurrency: int, ray_address: str | None = N
     actors = url_actors(urls, concurrency)
     if managed:
         actors += managed_actors(managed, comfyui_dir, list(server_args), gpus_per_server, concurrency, python)
-    names = ray.get([a.name.remote() for a in actors])
+    try:
+        names = ray.get([a.name.remote() for a in actors])
+    except ray.exceptions.RayError as err:
+        for a in actors:
+            ray.kill(a)
+        raise ComfyError(f"a server worker could not start: {err}") from None
     return [Server(actor=a, name=n) for a, n in zip(actors, names, strict=True)]
 
 

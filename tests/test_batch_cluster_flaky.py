@@ -138,3 +138,6 @@ def test_servers_file_and_cli_errors(tmp_path, capsys):
     assert "servers file not found" in capsys.readouterr().err
     assert cli_main([str(wf), "--out", str(tmp_path / "o"), "--ray", "local", "--start-servers", "1"]) == 2
     assert "--start-servers needs --comfyui" in capsys.readouterr().err
+    two = ["--url", "http://127.0.0.1:1", "--url", "http://127.0.0.1:2"]
+    assert cli_main([str(wf), "--out", str(tmp_path / "o"), *two, "--warmup", "1"]) == 2
+    assert "apply to a single server" in capsys.readouterr().err

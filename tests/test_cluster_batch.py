@@ -25,9 +25,17 @@ WF = f"{WORKFLOWS}/sd15_txt2img_mame.json"
 FIRST_JOBS = 8
 
 
-def get(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get(url, timeout=60):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def busy_after_one(url):
+    """(B is rendering, prompts B has finished); a server slow to answer (loading) counts as not yet."""
+    try:
+        return bool(get(url + "/queue", 5)["queue_running"]), len(get(url + "/history", 5))
+    except OSError:
+        return False, 0
 
 
 def write_jobs(path, count):
@@ -75,11 +83,10 @@ def killed_run(comfy, batch_dir):
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and "at" not in kill:
-            running = get(server_b.url + "/queue")["queue_running"]
-            done = len(get(server_b.url + "/history"))
+            running, done = busy_after_one(server_b.url)
             if running and done >= 1:
                 time.sleep(0.5)  # into the sampling steps of its second task
-                kill.update(at=time.monotonic(), done_before=done, running=running[0][1])
+                kill.update(at=time.monotonic(), done_before=done)
                 os.kill(server_b.process.pid, signal.SIGKILL)
                 server_b.process.wait()
             time.sleep(0.1)
