@@ -1,5 +1,5 @@
 """Headless batch generation through ComfyUI's HTTP API (the ``mame-batch`` command)."""
-from .batch import BatchResult, plan_batch, run_batch
+from .batch import BatchResult, plan_batch, run_batch, run_cluster_batch
 from .client import ComfyClient, ComfyError, ExecutionFailed, PromptRejected
 from .errors import BatchInputError
 
@@ -12,4 +12,5 @@ __all__ = [
     "PromptRejected",
     "plan_batch",
     "run_batch",
+    "run_cluster_batch",
 ]

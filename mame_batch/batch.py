@@ -25,6 +25,7 @@ class BatchResult:
     skipped: int
     rows: list[dict]
     manifest: Path
+    servers: list[dict] | None = None  # per-server figures of a multi-server batch
 
     @property
     def table(self) -> str:
@@ -57,15 +58,7 @@ def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", co
     tasks = plan_batch(workflow, jobs, sweep)
     out = Path(out_dir)
     manifest = Manifest(out / manifest_name)
-    skipped = 0
-    if resume:
-        done = manifest.done_keys()
-        skipped = sum(t.key in done for t in tasks)
-        tasks = [t for t in tasks if t.key not in done]
-    elif manifest.path.exists() and manifest.records():
-        from .errors import BatchInputError
-
-        raise BatchInputError(f"{manifest.path} already records a batch; use --resume to continue it, or another --out")
+    tasks, skipped = _resumable(tasks, manifest, resume)
     progress = progress or Progress()
     client = ComfyClient(url, retry_for=retry_for, on_retry=progress.note)
     runner = BatchRunner(client, out, manifest, concurrency=concurrency, progress=progress, use_websocket=use_websocket)
@@ -75,6 +68,46 @@ def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", co
     records = runner.run(tasks)
     all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
     return BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
+
+
+def run_cluster_batch(workflow, jobs, out_dir, sweep=(), urls=(), concurrency=2, resume=False, retry_for=120.0,
+                      baseline=None, progress: Progress | None = None, manifest_name="manifest.jsonl",
+                      ray_address=None, start_servers=0, comfyui_dir=None, server_args=(), gpus_per_server=1.0,
+                      python=None) -> BatchResult:
+    """The batch over several servers through Ray (see :mod:`mame_batch.cluster`); ``result.servers``
+    gives images per minute per server and overall."""
+    from .cluster import ClusterRunner, stop_servers
+    from .cluster import start_servers as start
+
+    tasks = plan_batch(workflow, jobs, sweep)
+    out = Path(out_dir)
+    manifest = Manifest(out / manifest_name)
+    tasks, skipped = _resumable(tasks, manifest, resume)
+    progress = progress or Progress()
+    servers = start(list(urls), concurrency, ray_address, start_servers, comfyui_dir, list(server_args),
+                    gpus_per_server, python)
+    progress.note("servers: " + ", ".join(s.name for s in servers) + (f"; {skipped} tasks already done" if skipped else ""))
+    runner = ClusterRunner(servers, out, manifest, concurrency=concurrency, retry_for=retry_for, progress=progress)
+    try:
+        records = runner.run(tasks)
+    finally:
+        stop_servers(servers)
+    all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
+    result = BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
+    result.servers = runner.server_rows()
+    return result
+
+
+def _resumable(tasks: list, manifest: Manifest, resume: bool) -> tuple[list, int]:
+    """The tasks still to run, and how many the manifest already records as done."""
+    if resume:
+        done = manifest.done_keys()
+        return [t for t in tasks if t.key not in done], sum(t.key in done for t in tasks)
+    if manifest.path.exists() and manifest.records():
+        from .errors import BatchInputError
+
+        raise BatchInputError(f"{manifest.path} already records a batch; use --resume to continue it, or another --out")
+    return tasks, 0
 
 
 def _uncached_variant(graph: dict, n: int) -> dict:

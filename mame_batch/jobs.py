@@ -157,7 +157,7 @@ def expand(graph: dict, jobs: list[Job], sweep: list[tuple[InputRef, list]]) -> 
     for job in jobs:
         base = {**field_inputs(graph, job), **job.inputs}
         for combo in combos if job.index % 2 == 0 else combos[::-1]:
-            setting = dict(zip(refs, combo))
+            setting = dict(zip(refs, combo, strict=True))
             try:
                 built = apply_inputs(graph, {**base, **setting})
             except BatchInputError as err:

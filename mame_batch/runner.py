@@ -63,7 +63,8 @@ class BatchRunner:
                     if kind == "progress":
                         entry.step = (data.get("value", 0), data.get("max", 0))
                         self.progress.step(entry.task.key, *entry.step)
-                    if (kind == "executing" and data.get("node") is None) or kind in ("execution_error", "execution_success", "execution_interrupted"):
+                    ended = kind in ("execution_error", "execution_success", "execution_interrupted")
+                    if ended or (kind == "executing" and data.get("node") is None):
                         finished.add(entry.prompt_id)
                 interval = self.poll_interval * (3 if stream.connected.is_set() else 1)
                 if finished or time.monotonic() - last_poll >= interval:

@@ -101,6 +101,8 @@ class FlakyComfy:
                         running = [[i, pid] for i, pid in enumerate(fake.prompts)
                                    if pid not in fake.forgotten and fake.polls[pid] < fake.polls_until_done]
                     return self._send(200, {"queue_running": running[:1], "queue_pending": running[1:]})
+                if self.path == "/system_stats":
+                    return self._send(200, {"system": {"comfyui_version": "flaky"}, "devices": []})
                 if self.path.startswith("/view"):
                     return self._send(200, b"PNG-" + self.path.encode(), "image/png")
                 return self._send(404, {"error": "not found"})

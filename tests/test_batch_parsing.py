@@ -3,12 +3,12 @@ import json
 
 import pytest
 
+from graphs import WORKFLOWS
 from mame_batch import BatchInputError, plan_batch
 from mame_batch.graph_edit import InputRef, load_workflow
 from mame_batch.jobs import load_jobs, parse_sweep
 from mame_batch.manifest import Manifest, unused_path
 from mame_batch.summary import summarize
-from graphs import WORKFLOWS
 
 WF = f"{WORKFLOWS}/sd15_txt2img_mame.json"
 

@@ -30,7 +30,7 @@ def cli(*args, **kwargs):
 
 def manifest(out):
     path = out / "manifest.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def test_ratio_sweep_with_a_bad_job_in_the_middle(comfy, tmp_path):
