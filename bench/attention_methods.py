@@ -26,7 +26,11 @@ from mame_core.size_bias import add_size_channel
 class Attention(torch.nn.Module):
     """q/k/v/out projections and multi-head SDPA; ``kv`` may differ from the query tokens."""
 
-    def __init__(self, channels: int, heads: int, generator: torch.Generator, query_scale: float = 1.0):
+    def __init__(self, channels: int, heads: int, generator: torch.Generator, query_scale: float = 1.0,
+                 shared_qk: bool = False):
+        """``query_scale`` sharpens attention. ``shared_qk``: the key projection is the query
+        projection (unscaled), so every head scores self-similarity: a query attends most to the
+        tokens that resemble it, and near-duplicate tokens get near-equal weights."""
         super().__init__()
         self.heads = heads
         self.proj = torch.nn.ModuleList(torch.nn.Linear(channels, channels, bias=False) for _ in range(4))
@@ -34,6 +38,8 @@ class Attention(torch.nn.Module):
             for i, layer in enumerate(self.proj):
                 scale = query_scale if i == 0 else 1.0
                 layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * scale / math.sqrt(channels))
+            if shared_qk:
+                self.proj[1].weight.copy_(self.proj[0].weight / query_scale)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, key_log_size=None) -> torch.Tensor:
         kv = x if kv is None else kv
