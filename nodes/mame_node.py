@@ -5,6 +5,7 @@ import logging
 
 from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
 from .attention_patch import MaMeAttentionPatch
+from .dit_patch import patch_dit
 from .model_inspect import attention_blocks, diffusion_unet, sigma_window
 from .merge_recorder import MAP_TYPE, MergeRecorder, map_requested
 from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
@@ -18,8 +19,9 @@ class MaMe:
     DESCRIPTION = (
         "Speeds up SD1.x, SD2.x and SDXL UNets by merging similar tokens before each self-attention "
         "(MaMe) and restoring them afterwards (MaRe), with dense matrix ops only. Patches a copy of "
-        "the model; the input model is not changed. Models without UNet attention blocks (Flux, SD3) "
-        "pass through unchanged with a warning."
+        "the model; the input model is not changed. On DiTs (Flux, Chroma, Qwen-Image, SD3/3.5) and Wan "
+        "video models it merges the image tokens at each attention call (text tokens untouched); other "
+        "model families pass through unchanged with a warning."
     )
     CATEGORY = "model_patches/unet"
     RETURN_TYPES = ("MODEL", MAP_TYPE)
@@ -102,6 +104,11 @@ class MaMe:
             start_percent=start_percent,
             end_percent=end_percent,
         )
+        # --- DiT branch (nodes/dit_patch.py): DiTs and video models merge at the attention call ---
+        patched = patch_dit(model, settings, plan, int(seed), recorder)
+        if patched is not None:
+            return (patched, recorder)
+        # --- end of DiT branch ---
         unet = diffusion_unet(model)
         blocks = attention_blocks(unet) if unet is not None else []
         if not blocks:
