@@ -6,7 +6,7 @@ Typical use inside a transformer block, with ``x`` the normed ``[B, N, C]`` toke
     plan = plan_seeded(x, h, w, MergeSettings(ratio=0.5), seed, "input_1", step)
     y = plan.restore(self_attention(plan.merge(x)))      # mode "qkv"
 """
-from .destinations import destination_indices, seeded_shift
+from .destinations import destination_indices, pattern_for, seeded_shift
 from .grid import infer_grid, level_sizes
 from .merge_map import MergeMap, describe_merges, draw_merge_map
 from .merge import IdentityPlan, MergePlan, destinations_per_tile, plan_merge, plan_seeded, shift_for
@@ -46,6 +46,7 @@ __all__ = [
     "level_sizes",
     "parse_levels",
     "parse_rules",
+    "pattern_for",
     "plan_merge",
     "plan_seeded",
     "seeded_shift",

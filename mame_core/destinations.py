@@ -69,6 +69,47 @@ def selection_matrix(
     return cached
 
 
+def bayer_rank(ys: torch.Tensor, xs: torch.Tensor, period: int) -> torch.Tensor:
+    """The ordered-dither rank of integer positions (same order as :func:`_bayer`), from
+    integer ops only, so it can be computed on the device inside a compiled graph."""
+    rank = torch.zeros_like(ys)
+    bits = period.bit_length() - 1
+    for b in range(bits):
+        yb = (ys >> b) & 1
+        xb = (xs >> b) & 1
+        rank = rank + (2 * xb + 3 * yb - 4 * xb * yb) * (4 ** (bits - 1 - b))
+    return rank
+
+
+def pattern_selection(th: int, tw: int, k: int, pattern, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``[T, k]`` one-hot selection of the destinations for ``pattern`` (an int or a
+    0-dim integer tensor; pattern ``p`` is the shift ``(p // period % period, p % period)``).
+
+    Built from ``arange`` with comparisons and a cumulative sum: no host sync, no tensor
+    from a Python list, and a compiled graph serves every pattern value."""
+    period = pattern_period(th, tw)
+    if not isinstance(pattern, torch.Tensor):
+        pattern = torch.tensor(int(pattern) % (period * period), device=device)
+    p = pattern.to(device=device, dtype=torch.int64).reshape(())
+    dy, dx = (p // period) % period, p % period
+    pos = torch.arange(th * tw, device=device)
+    rank = bayer_rank((pos // tw + dy) % period, (pos % tw + dx) % period, period)
+    # the k lowest ranks; ranks are distinct, so "fewer than k ranks below mine" is exact
+    below = (rank.unsqueeze(0) < rank.unsqueeze(1)).sum(dim=1)
+    chosen = below < k
+    slot = torch.cumsum(chosen.to(torch.int64), 0) - 1
+    return (chosen.unsqueeze(1) & (slot.unsqueeze(1) == torch.arange(k, device=device))).to(dtype)
+
+
+def pattern_for(seed: int, *keys: object) -> int:
+    """A reproducible non-negative pattern number from a seed and call keys (host side).
+
+    A keyed hash rather than any RNG: the same in every process, and torch's global random
+    state is never touched."""
+    text = "|".join(str(k) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
 def seeded_shift(seed: int, *keys: object, period: int) -> tuple[int, int]:
     """A reproducible ``(dy, dx)`` in ``[0, period)`` from a seed and call keys.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .destinations import pattern_period, seeded_shift, selection_matrix
+from .destinations import pattern_for, pattern_period, pattern_selection
 from .settings import MaMeConfigError, MergeSettings
 from .tiling import TileGrid
 
@@ -34,6 +34,7 @@ class MergePlan:
         self.assign = assign  # A, [B*G, T, k]
         self.weights = weights  # W / colsum(W), [B*G, T, k]
         self._source = source  # (x, its tiles, its border): merge(x) of the planning input reuses the cut
+        self.key_log_size = None  # this engine does not use proportional attention
 
     @property
     def merged_tokens(self) -> int:
@@ -70,6 +71,7 @@ class IdentityPlan:
 
     def __init__(self, tokens: int):
         self.merged_tokens = self.full_tokens = tokens
+        self.key_log_size = None
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -102,12 +104,16 @@ def plan_merge(
     h: int,
     w: int,
     settings: MergeSettings,
-    shift: tuple[int, int] = (0, 0),
+    pattern: int | torch.Tensor | tuple[int, int] = 0,
+    frames: int = 1,
 ) -> MergePlan | IdentityPlan:
-    """Build the MaMe/MaRe matrices for ``x`` (``[B, N, C]`` on an ``h x w`` grid).
+    """Build the MaMe/MaRe matrices for ``x`` (``[B, frames*h*w, C]`` on an ``h x w`` grid).
 
-    ``shift`` rolls the destination pattern (see :func:`seeded_shift`).
+    ``pattern`` (an int or a 0-dim integer tensor, any value) picks the destination
+    pattern; a tensor keeps planning free of host syncs and of recompilation.
     """
+    if frames != 1:
+        raise NotImplementedError("video grids (frames > 1) arrive with the next engine commit")
     if x.dim() != 3:
         raise MaMeConfigError(f"tokens must be a [batch, tokens, channels] tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -118,12 +124,14 @@ def plan_merge(
     k = destinations_per_tile(grid.tile_tokens, settings.ratio)
     if settings.ratio == 0.0 or k == grid.tile_tokens:
         return IdentityPlan(x.shape[1])
+    period = pattern_period(grid.th, grid.tw)
+    if isinstance(pattern, tuple):  # a legacy (dy, dx) shift
+        pattern = (pattern[0] % period) * period + pattern[1] % period
 
     sim_dtype = _similarity_dtype(x.dtype)
     raw_tiles, border = grid.split(x)
     tiles = raw_tiles.to(sim_dtype)  # no copy for fp32 input
-    period = pattern_period(grid.th, grid.tw)
-    select = selection_matrix(grid.th, grid.tw, k, (shift[0] % period, shift[1] % period), x.device, sim_dtype)
+    select = pattern_selection(grid.th, grid.tw, k, pattern, x.device, sim_dtype)
     sim = tile_similarity(tiles, select)
 
     is_dest = select.sum(dim=1, keepdim=True)  # [T, 1], 1 on destination rows
@@ -142,15 +150,10 @@ def plan_merge(
 def plan_seeded(
     x: torch.Tensor, h: int, w: int, settings: MergeSettings, seed: int, *keys: object
 ) -> MergePlan | IdentityPlan:
-    """:func:`plan_merge` with the destination shift drawn from ``seed`` and ``keys``.
-
-    Callers pass the block and the sampling step as keys, so every block and step gets
-    its own pattern, and the same seed always gives the same one.
-    """
-    return plan_merge(x, h, w, settings, shift_for(h, w, settings, seed, *keys))
+    """:func:`plan_merge` with the pattern hashed on the host from ``seed`` and ``keys``."""
+    return plan_merge(x, h, w, settings, pattern_for(seed, *keys))
 
 
-def shift_for(h: int, w: int, settings: MergeSettings, seed: int, *keys: object) -> tuple[int, int]:
-    """The destination shift :func:`plan_seeded` uses for this grid, seed and keys."""
-    grid = TileGrid.fit(h, w, settings.tile)
-    return seeded_shift(seed, *keys, period=pattern_period(grid.th, grid.tw))
+def shift_for(h: int, w: int, settings: MergeSettings, seed: int, *keys: object) -> int:
+    """The pattern :func:`plan_seeded` uses for this seed and keys (kept for older callers)."""
+    return pattern_for(seed, *keys)

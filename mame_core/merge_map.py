@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .destinations import destination_indices, pattern_period, selection_matrix
+from .destinations import destination_indices, pattern_period, pattern_selection
 from .merge import destinations_per_tile, tile_similarity
 from .settings import MergeSettings
 from .tiling import TileGrid
@@ -48,16 +48,22 @@ class MergeMap:
         }
 
 
-def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, shift=(0, 0)) -> MergeMap:
-    """Labels for the tokens ``x`` (``[N, C]`` or ``[1, N, C]``) of one batch item."""
-    x = x.reshape(-1, x.shape[-1]).float()
+def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, pattern=0) -> MergeMap:
+    """Labels for the tokens ``x`` (``[N, C]`` or ``[1, N, C]``) of one batch item.
+
+    Runs on the host on purpose (the input is moved to the CPU first): it reads values back."""
+    x = x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float32)
+    if isinstance(pattern, torch.Tensor):
+        pattern = int(pattern.detach().cpu())
     grid = TileGrid.fit(h, w, settings.tile)
     k = destinations_per_tile(grid.tile_tokens, settings.ratio)
     period = pattern_period(grid.th, grid.tw)
-    shift = (shift[0] % period, shift[1] % period)
+    if isinstance(pattern, tuple):
+        pattern = (pattern[0] % period) * period + pattern[1] % period
+    shift = ((pattern // period) % period, pattern % period)
     dest = torch.tensor(destination_indices(grid.th, grid.tw, k, *shift))
     tiles, _ = grid.split(x.unsqueeze(0))
-    sim = tile_similarity(tiles, selection_matrix(grid.th, grid.tw, k, shift, tiles.device, tiles.dtype))  # [G, T, k]
+    sim = tile_similarity(tiles, pattern_selection(grid.th, grid.tw, k, pattern, tiles.device, tiles.dtype))  # [G, T, k]
     best, choice = sim.max(dim=-1)
     choice[:, dest] = torch.arange(k)  # a destination keeps itself even when another ties with it
     tile_ids = torch.arange(grid.tiles).unsqueeze(1)

@@ -18,20 +18,18 @@ does, chained around any replacement already there.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 
 import torch
 
-from ..mame_core import IdentityPlan, MergeSettings, Schedule, plan_merge, shift_for
+from ..mame_core import MergeSettings, Schedule
 from .dit_inspect import IMAGE_LAST, TEXT_FIRST, DiTModel, family_name, inspect_dit, is_dit_like, token_grid, unsupported_reason
 from .merge_recorder import MergeRecorder
 
-try:  # stream B's block step (mame_core/block_step.py); the local adapter below until it lands
-    from ..mame_core.block_step import BlockAddress, BlockStep
-except ImportError:  # pragma: no cover - exercised only before the block step exists
-    BlockAddress = BlockStep = None
+from ..mame_core.block_step import BlockAddress, BlockStep
 
 log = logging.getLogger("comfyui-mame")
 
@@ -52,81 +50,38 @@ class CallInfo:
         return math.prod(self.grid)
 
 
-@dataclass(frozen=True)
-class _Address:
-    stage: str
-    index: int
-    layer: int = 0
-    level: int = 1
-
-
-class _FramewisePlan:
-    """A 2-D plan applied to every frame of a video at once (frames folded into the batch)."""
+class FramewisePlan:
+    """A 2-D plan applied to every frame of a video at once (frames folded into the batch):
+    the adapter for engines without 3-D tiles (plan_merge(..., frames>1) not implemented)."""
 
     is_identity = False
+    key_log_size = None
 
     def __init__(self, plan, frames: int):
         self.plan = plan
         self.frames = frames
         self.merged_tokens = plan.merged_tokens * frames
         self.full_tokens = plan.full_tokens * frames
-        self.key_log_size = None
 
     def merge(self, x):
-        b = x.shape[0]
-        y = self.plan.merge(x.reshape(b * self.frames, -1, x.shape[-1]))
-        return y.reshape(b, -1, y.shape[-1])
+        y = self.plan.merge(x.reshape(x.shape[0] * self.frames, -1, x.shape[-1]))
+        return y.reshape(x.shape[0], -1, y.shape[-1])
 
     def restore(self, y):
-        b = y.shape[0]
-        out = self.plan.restore(y.reshape(b * self.frames, -1, y.shape[-1]))
-        return out.reshape(b, -1, out.shape[-1])
+        out = self.plan.restore(y.reshape(y.shape[0] * self.frames, -1, y.shape[-1]))
+        return out.reshape(y.shape[0], -1, out.shape[-1])
 
 
-class LocalBlockStep:
-    """The block step of CONTRACT.md section 2, reduced to what the DiT host needs, used while
-    mame_core.block_step is not there: ratio from the schedule, window from progress, a
-    seeded pattern per block and call, and video merged frame by frame with 2-D tiles."""
-
-    def __init__(self, settings: MergeSettings, schedule: Schedule, seed: int):
-        self.settings = settings
-        self.schedule = schedule
-        self.seed = seed
-        self.records = {}
-        self._active = True
-        self._call_key = ""
-
-    def start_call(self, progress: float, device=None) -> None:
-        self._active = self.schedule.active_at(progress)
-        self._call_key = f"{progress:.6g}"
-        self.records = {}
-
-    def plan(self, x, address, grid):
-        tokens = x.shape[1]
-        ratio = self.schedule.ratio_for(address.stage, address.index, address.level)
-        if not self._active or ratio == 0.0:
-            return IdentityPlan(tokens)
-        settings = self.settings.with_ratio(ratio)
-        h, w = grid[-2], grid[-1]
-        frames = grid[0] if len(grid) == 3 else 1
-        shift = shift_for(h, w, settings, self.seed, address.stage, address.index, address.layer, self._call_key)
-        flat = x.reshape(x.shape[0] * frames, h * w, x.shape[-1])
-        plan = plan_merge(flat, h, w, settings, shift)
-        if plan.is_identity:
-            return IdentityPlan(tokens)
-        return _FramewisePlan(plan, frames) if frames > 1 else plan
-
-
-def make_block_step(settings: MergeSettings, schedule: Schedule, seed: int):
-    if BlockStep is not None:
-        return BlockStep(settings, schedule, seed)
-    return LocalBlockStep(settings, schedule, seed)
-
-
-def make_address(stage: str, index: int, layer: int = 0):
-    if BlockAddress is not None:
-        return BlockAddress(stage, index, layer, 1)
-    return _Address(stage, index, layer, 1)
+def plan_image(step: BlockStep, x, address: BlockAddress, grid):
+    """``step.plan`` on the image tokens; video frame by frame where the engine has no 3-D tiles."""
+    if len(grid) == 3 and grid[0] > 1:
+        try:
+            return step.plan(x, address, grid)
+        except NotImplementedError:
+            frames, h, w = grid
+            plan = step.plan(x.reshape(x.shape[0] * frames, h * w, x.shape[-1]), address, (h, w))
+            return plan if plan.is_identity else FramewisePlan(plan, frames)
+    return step.plan(x, address, grid[-2:])
 
 
 def sigma_to_progress(model_sampling, sigma: float) -> float:
@@ -181,6 +136,8 @@ class DiTMerge:
             transformer_options[CALL_KEY] = CallInfo(grid, context)
             sigma = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
             self.step.start_call(sigma_to_progress(self.model_sampling, sigma), x.device)
+            if self.recorder.armed:
+                self.recorder.set_rows(transformer_options.get("cond_or_uncond"), x.shape[0])
             self.last_call = {}
         except Exception as err:  # never take the user's sampling down with us
             self._warn_once(("wrapper", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
@@ -228,11 +185,11 @@ class DiTMerge:
             options[ATTN_COUNT_KEY] = calls + 1
             if self.model.family.video and calls > 0:
                 return None  # Wan: the first attention of a block is self-attention, the rest cross
-            return make_address(labelled[0], int(labelled[1]), calls)
+            return BlockAddress(labelled[0], int(labelled[1]), calls, 1)
         kind = options.get("block_type")
         index = options.get("block_index")
         if kind in ("double", "single") and index is not None:
-            return make_address(kind, int(index))
+            return BlockAddress(kind, int(index), 0, 1)
         return None
 
     def _merge(self, q, k, v, heads, rest, kwargs, options):
@@ -256,11 +213,14 @@ class DiTMerge:
         qf, kf, vf = (_flat(t, heads_first) for t in (q, k, v))
         plan = None
         for member in self.chain:  # the first MaMe node in the chain that merges this block wins
-            plan = member.step.plan(vf[:, start:start + n], address, call.grid)
+            plan = plan_image(member.step, vf[:, start:start + n], address, call.grid)
             if not plan.is_identity:
                 break
         if plan is None or plan.is_identity:
             return None
+        if member.recorder.armed:
+            frame = math.prod(call.grid[-2:])  # video: the first frame
+            member.recorder.record(vf[:, start:start + frame], call.grid[-2:], member.step, address)
         key = f"{address.stage}_{address.index}"
         self.last_call[key] = (n, plan.merged_tokens)
         if self.counting:
@@ -332,11 +292,11 @@ def patch_dit(model_patcher, settings: MergeSettings, schedule: Schedule, seed: 
 
     import comfy.patcher_extension as extension
 
-    schedule = Schedule(schedule.ratio, None, schedule.rules, schedule.start_percent, schedule.end_percent)
+    schedule = dataclasses.replace(schedule, levels=None)  # levels are a UNet notion: every DiT block is level 1
     patched = model_patcher.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     existing = options.get(OVERRIDE_KEY)
-    mame = DiTMerge(dit, make_block_step(settings, schedule, int(seed)), settings.mode,
+    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed)), settings.mode,
                     model_sampling(model_patcher), recorder or MergeRecorder())
     if isinstance(existing, DiTMerge):
         mame.chain = existing.chain + [mame]

@@ -73,13 +73,14 @@ def sample(model, family, steps=2, cfg=2.0, shape=None, noise_seed=0, batch=1):
 def expected_merged(host, family, grid, ratio=0.5):
     """The merged image length the engine gives this grid (asked of the engine, not hard-coded)."""
     dit_patch = host.nodes.dit_patch
-    from_core = host.mame_core
-    step = dit_patch.make_block_step(from_core.MergeSettings(ratio=ratio, tile=8), from_core.Schedule(ratio=ratio), 0)
+    core = host.mame_core
+    step = core.block_step.BlockStep(core.MergeSettings(ratio=ratio, tile=8), core.Schedule(ratio=ratio), 0)
     step.start_call(0.0, torch.device("cpu"))
     n = 1
     for side in grid:
         n *= side
-    return step.plan(torch.randn(1, n, 64, generator=seeded(5)), dit_patch.make_address("blocks", 0), grid).merged_tokens
+    x = torch.randn(1, n, 64, generator=seeded(5))
+    return dit_patch.plan_image(step, x, core.block_step.BlockAddress("blocks", 0), grid).merged_tokens
 
 
 def grid_of(family, shape):
@@ -188,13 +189,8 @@ def test_second_mame_node_leaves_merged_blocks_alone(host, models):
 
 
 def test_schedule_addresses_dit_blocks_and_window(host, models):
-    rules = host.mame_core.parse_rules
     model, counter = counted(models["flux"])
-    try:
-        schedule = rules("single_* = off")
-    except host.mame_core.MaMeConfigError:
-        schedule = (host.mame_core.Rule(0.0, stage="single"),)  # before the schedule grammar has DiT keys
-    sample(mame(host, model, schedule=schedule), "flux", steps=1)
+    sample(mame(host, model, overrides="single_* = off"), "flux", steps=1)
     full = CONTEXT_TOKENS + 320
     lengths = [q for _, q, _ in counter.calls]
     assert lengths[:2] != [full, full] and lengths[2:4] == [full, full]  # double merged, single off
