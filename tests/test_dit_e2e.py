@@ -220,3 +220,19 @@ def test_unknown_dit_family_passes_through_with_one_warning(host, caplog):
     assert out is patcher
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Mystery" in warnings[0]
+
+
+def test_mame_stacks_with_easycache(host, models):
+    # EasyCache (ComfyUI's own node) skips whole model calls; MaMe shortens attention in the
+    # calls that run. A high reuse threshold makes the cache skip steps of this random model.
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    model, counter = counted(models["flux"])
+    cached = EasyCacheNode.execute(mame(host, model), 3.0, 0.15, 0.95, False).result[0]
+    steps = 8
+    out = sample(cached, "flux", steps=steps, cfg=1.0)
+    calls = len(counter.calls) // ATTENTION_CALLS["flux"]
+    assert 1 <= calls < steps  # the cache skipped steps
+    merged = CONTEXT_TOKENS + expected_merged(host, "flux", (16, 20))
+    assert all(q == merged for _, q, _ in counter.calls)  # every call that ran was merged
+    assert torch.isfinite(out).all()
