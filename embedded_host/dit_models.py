@@ -30,9 +30,9 @@ CONFIGS = {
     },
     "sd3": {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "input_size": None,
-        "adm_in_channels": 64, "pos_embed_max_size": 48, "num_patches": 48 * 48, "qk_norm": "rms",
+        "adm_in_channels": 2048, "pos_embed_max_size": 48, "num_patches": 48 * 48, "qk_norm": "rms",
         "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [0],
-        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 64, "out_features": 128}},
+        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
     },
     "wan": {
         "image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16,
@@ -41,7 +41,9 @@ CONFIGS = {
     },
 }
 # Width of the conditioning each tiny model takes: (text tokens' channels, pooled vector size or None).
-CONDITIONING = {"flux": (64, 32), "sd3": (64, 64), "wan": (64, None)}
+# SD3 takes the widths of its real text encoders (CLIP-L/G padded to 4096, pooled L+G 2048), so
+# the server test can condition it with a generated CLIP-L through ComfyUI's own CLIPLoader.
+CONDITIONING = {"flux": (64, 32), "sd3": (4096, 2048), "wan": (64, None)}
 LATENT_CHANNELS = 16
 
 
@@ -106,11 +108,30 @@ def save_diffusion_model(family: str, path: str, seed: int = 0) -> None:
     safetensors.torch.save_file(state, path)
 
 
+def save_clip_l(path: str, seed: int = 0) -> None:
+    """The full CLIP-L text encoder with seeded weights, as a text encoder file."""
+    import safetensors.torch
+    import torch
+    from comfy import sd1_clip
+
+    model = sd1_clip.SDClipModel()
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in model.transformer.state_dict().items():
+        value = torch.empty(tensor.shape, dtype=torch.float32)
+        if name.endswith("position_ids"):
+            state[name] = torch.arange(tensor.shape[-1]).reshape(tensor.shape)
+            continue
+        fill_(name, value, generator)
+        state[name] = value.to(torch.float16).contiguous()
+    safetensors.torch.save_file(state, path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", required=True, help="the ComfyUI folder whose model classes to use")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("family", choices=sorted(CONFIGS))
+    parser.add_argument("family", choices=sorted(CONFIGS) + ["clip_l"])
     parser.add_argument("out")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.host)
@@ -118,7 +139,10 @@ def main(argv=None) -> int:
     import comfy.options
 
     comfy.options.enable_args_parsing()
-    save_diffusion_model(args.family, args.out, args.seed)
+    if args.family == "clip_l":
+        save_clip_l(args.out, args.seed)
+    else:
+        save_diffusion_model(args.family, args.out, args.seed)
     print(args.out)
     return 0
 
