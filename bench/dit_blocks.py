@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from bench.photos import load_photo
 from bench.timing import time_interleaved
-from mame_core import MergeSettings, plan_merge
+from mame_core import MergeSettings, merged_tokens_for, plan_merge
+from mame_core.size_bias import add_size_channel
 
 CASES = {
     # name: dim, heads, mlp hidden, (frames, h, w) image tokens, text tokens, layout, rope
@@ -153,12 +154,17 @@ def hooks(grid, text, heads, ratio):
         return hook
 
     def mame(source):
+        # as nodes/dit_patch.py does it: one plan per call on the image tokens (3-D tiles for
+        # video), proportional attention through the extra size channel, restore the image part
         def hook(q, k, v):
-            metric = flat(v if source == "v" else k)[:, text:]
-            plan = plan_merge(metric.reshape(frames, h * w, -1), h, w, settings, pattern=0)
-            fold = lambda t: t.reshape(frames, -1, t.shape[-1])  # noqa: E731  (frames merged each in 2-D)
-            unfold = lambda t: t.reshape(1, -1, t.shape[-1])  # noqa: E731
-            return around(lambda t: unfold(plan.merge(fold(t))), lambda t: unfold(plan.restore(fold(t))), None)(q, k, v)
+            qf, kf, vf = flat(q), flat(k), flat(v)
+            metric = (vf if source == "v" else kf)[:, text:]
+            plan = plan_merge(metric, h, w, settings, pattern=0, frames=frames)
+            q2, k2, v2 = (torch.cat([t[:, :text], plan.merge(t[:, text:])], dim=1) for t in (qf, kf, vf))
+            log_size = torch.cat([plan.key_log_size.new_zeros(1, text), plan.key_log_size], dim=1)
+            q2, k2, v2, drop_channels = add_size_channel(q2, k2, v2, log_size, heads)
+            out = drop_channels(sdpa(*(heads_first(t, heads) for t in (q2, k2, v2))))
+            return torch.cat([out[:, :text], plan.restore(out[:, text:])], dim=1)
         return hook
 
     def tome(q, k, v):
@@ -184,7 +190,6 @@ def hooks(grid, text, heads, ratio):
 
 
 def run(case: str, ratio: float, rounds: int, dtype) -> dict:
-    torch.manual_seed(0)  # no global RNG use below; kept for third-party code paths
     cfg = CASES[case]
     frames, h, w = cfg["grid"]
     dim, heads, text = cfg["dim"], cfg["heads"], cfg["text"]
@@ -204,7 +209,7 @@ def run(case: str, ratio: float, rounds: int, dtype) -> dict:
                 errors[name] = ((y - ref).norm() / ref.norm()).item()
         # attention alone at full and at the merged length, for the Amdahl bound
         length = text + frames * h * w
-        merged_img = frames * plan_merge(x[:, :h * w], h, w, MergeSettings(ratio=ratio)).merged_tokens
+        merged_img = merged_tokens_for(h, w, MergeSettings(ratio=ratio), frames)
         qf = torch.randn(1, heads, length, dim // heads, generator=gen).to(dtype)
         qm = qf[:, :, :text + merged_img].contiguous()
         timed = {name: (lambda hk=hook: block(x, txt, rope, hk, context))
