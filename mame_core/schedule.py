@@ -1,9 +1,10 @@
 """Which merge ratio each transformer block gets, and during which part of sampling.
 
-A block is addressed by its UNet stage (``input``, ``middle``, ``output``), its index in
+A UNet block is addressed by its stage (``input``, ``middle``, ``output``), its index in
 that stage (ComfyUI's ``block`` numbering, e.g. ``input_4``) and its resolution level, the
 downsample factor of its token grid (``d1`` full latent resolution, then ``d2``, ``d4``,
-``d8``).
+``d8``). A DiT block is addressed by its stage (``double``, ``single`` for Flux-style
+models, ``blocks`` for the others) and its block number; levels do not apply to DiTs.
 
 The text form is a list of ``key = ratio`` entries separated by commas, semicolons or new
 lines; ``#`` starts a comment. Keys, from weakest to strongest:
@@ -16,11 +17,20 @@ lines; ``#`` starts a comment. Keys, from weakest to strongest:
 ``input_4``         one block; ``output_3-5`` a range of blocks
 ==================  ==========================================
 
+DiT keys: ``double``, ``single``, ``blocks`` (a stage; ``single_*`` is the same) and
+``double_0-18``, ``blocks_10`` (blocks by number). Level keys (``d1``, ``output.d2``)
+match UNet blocks only.
+
 A ratio is a number in [0, 1) or ``off`` (= 0). Blocks no rule names get the base ratio
-when their level is among the schedule's levels, else 0. Example::
+when their level is among the schedule's levels (DiT blocks: always), else 0. Example::
 
     d1 = 0.6, d2 = 0.4
     output_9-11 = 0.7   # the last full-resolution decoder blocks
+
+Rules come in tiers, by where they were written: the MaMe node's overrides
+(:data:`NODE_OVERRIDES`) win over a Block Schedule node's overrides
+(:data:`SCHEDULE_OVERRIDES`), which win over its sliders (:data:`SLIDERS`), which win over
+the node's ratio and levels. Specificity decides only between rules of the same tier.
 """
 from __future__ import annotations
 
@@ -29,13 +39,19 @@ from dataclasses import dataclass, field, replace
 
 from .settings import MaMeConfigError, check_ratio
 
-STAGES = ("input", "middle", "output")
+UNET_STAGES = ("input", "middle", "output")
+DIT_STAGES = ("double", "single", "blocks")
+STAGES = UNET_STAGES + DIT_STAGES
 LEVELS = (1, 2, 4, 8)
 LEVEL_CHOICES = ("auto", "d1", "d2", "d1,d2", "d2,d4", "d1,d2,d4", "all")
 
-_KEY_FORMS = "default, input|middle|output, d1|d2|d4|d8, <stage>.d<level>, <stage>_<n> or <stage>_<n>-<m>"
+# Rule tiers, weakest first (issue 15: the documented order of the MaMe and Block Schedule nodes).
+SLIDERS, SCHEDULE_OVERRIDES, NODE_OVERRIDES = 0, 1, 2
+
+_KEY_FORMS = ("default, input|middle|output|double|single|blocks, d1|d2|d4|d8, <stage>.d<level>, "
+              "<stage>_<n>, <stage>_<n>-<m> or <stage>_*")
 _LEVEL_RE = re.compile(r"d?(1|2|4|8)")
-_EXACT_RE = re.compile(r"(input|middle|output)_(\d+)(?:-(\d+))?")
+_EXACT_RE = re.compile(r"(input|middle|output|double|single|blocks)_(\d+)(?:-(\d+))?")
 
 
 class MaMeScheduleError(MaMeConfigError):
@@ -44,13 +60,15 @@ class MaMeScheduleError(MaMeConfigError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One ``key = ratio`` entry. ``None`` fields match anything."""
+    """One ``key = ratio`` entry. ``None`` fields match anything; ``tier`` says which
+    input it came from (see the module docstring)."""
 
     ratio: float
     stage: str | None = None
     level: int | None = None
     first: int | None = None
     last: int | None = None
+    tier: int = NODE_OVERRIDES
 
     @property
     def rank(self) -> int:
@@ -65,7 +83,7 @@ class Rule:
     def matches(self, stage: str, index: int, level: int) -> bool:
         if self.stage is not None and self.stage != stage:
             return False
-        if self.level is not None and self.level != level:
+        if self.level is not None and (self.level != level or stage in DIT_STAGES):
             return False
         return self.first is None or self.first <= index <= self.last
 
@@ -87,10 +105,13 @@ def _parse_key(key: str, where: str) -> dict:
         return {}
     if key in STAGES:
         return {"stage": key}
+    stage, underscore, rest = key.partition("_")
+    if underscore and stage in STAGES and rest == "*":
+        return {"stage": stage}
     if _LEVEL_RE.fullmatch(key) and key.startswith("d"):
         return {"level": int(key[1:])}
     stage, dot, level = key.partition(".")
-    if dot and stage in STAGES and _LEVEL_RE.fullmatch(level) and level.startswith("d"):
+    if dot and stage in UNET_STAGES and _LEVEL_RE.fullmatch(level) and level.startswith("d"):
         return {"stage": stage, "level": int(level[1:])}
     exact = _EXACT_RE.fullmatch(key)
     if exact:
@@ -116,8 +137,8 @@ def _parse_ratio(value: str, where: str) -> float:
         raise MaMeScheduleError(f"{where}: {err}") from None
 
 
-def parse_rules(text: str) -> tuple[Rule, ...]:
-    """Parse the schedule text form into rules. Raises :class:`MaMeScheduleError`."""
+def parse_rules(text: str, tier: int = NODE_OVERRIDES) -> tuple[Rule, ...]:
+    """Parse the schedule text form into rules of ``tier``. Raises :class:`MaMeScheduleError`."""
     if not isinstance(text, str):
         raise MaMeScheduleError(f"schedule must be text, got {type(text).__name__}")
     rules: list[Rule] = []
@@ -131,7 +152,7 @@ def parse_rules(text: str) -> tuple[Rule, ...]:
         key, eq, value = entry.partition("=")
         if not eq or not key.strip() or not value.strip():
             raise MaMeScheduleError(f"{where}: expected 'key = ratio', e.g. 'd1 = 0.5' or 'output_3-5 = off'")
-        rule = Rule(_parse_ratio(value, where), **_parse_key(key, where))
+        rule = Rule(_parse_ratio(value, where), tier=tier, **_parse_key(key, where))
         if rule.key in seen:
             raise MaMeScheduleError(f"{where}: {rule.key!r} is already set by entry {seen[rule.key]}")
         seen[rule.key] = number
@@ -201,14 +222,18 @@ class Schedule:
             return self
         return replace(self, levels=frozenset({min(attention_levels)}))
 
-    def ratio_for(self, stage: str, index: int, level: int) -> float:
+    def ratio_for(self, stage: str, index: int, level: int = 1) -> float:
+        """The ratio of one block: the strongest tier's rule that matches, the most specific
+        within that tier (the later one on a tie); else the base ratio on the chosen levels."""
         best: Rule | None = None
         for rule in self.rules:
-            if rule.matches(stage, index, level) and (best is None or rule.rank >= best.rank):
+            if rule.matches(stage, index, level) and (
+                best is None or (rule.tier, rule.rank) >= (best.tier, best.rank)
+            ):
                 best = rule
         if best is not None:
             return best.ratio
-        if self.levels is None or level in self.levels:
+        if stage in DIT_STAGES or self.levels is None or level in self.levels:
             return self.ratio
         return 0.0
 

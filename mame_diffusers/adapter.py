@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mame_core import MergeSettings, Schedule, infer_grid, parse_levels, parse_rules, plan_seeded
+from mame_core import MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
+from mame_core.block_step import DEFAULTS, BlockAddress, BlockStep
 
 log = logging.getLogger("comfyui-mame")
 STATE_ATTR = "_mame_state"
@@ -21,19 +22,31 @@ class BlockRef:
     level: int
 
 
+_UNSET = object()
+
+
 @dataclass
 class MaMeState:
-    settings: MergeSettings
-    schedule: Schedule
-    seed: int
+    step: BlockStep
     num_train_timesteps: int
     blocks: list[BlockRef]
     handles: list = field(default_factory=list)
     latent_shape: tuple | None = None
-    timestep: float = 0.0
-    progress: float = 0.0
     pending: dict = field(default_factory=dict)
-    last_pass: dict = field(default_factory=dict)  # "input_1.0" -> (tokens, merged tokens)
+
+    @property
+    def settings(self) -> MergeSettings:
+        return self.step.settings
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.step.schedule
+
+    @property
+    def last_pass(self) -> dict:
+        """``"input_1.0"`` -> (tokens, merged tokens) of the latest eager UNet call."""
+        return {f"{name}.{layer}": (r.tokens, r.merged_tokens)
+                for name, r in self.step.records.items() for layer in sorted(r.layers)}
 
 
 def _unet(pipe_or_unet):
@@ -69,25 +82,39 @@ def mame_state(pipe_or_unet) -> MaMeState | None:
     return getattr(_unet(pipe_or_unet), STATE_ATTR, None)
 
 
-def apply_mame(pipe_or_unet, ratio: float = 0.5, threshold: float = 0.7, mode: str = "qkv", tile: int = 8,
-               levels: str = "auto", schedule=None, start_percent: float = 0.0, end_percent: float = 1.0,
-               seed: int = 0, temperature: float = 0.005, gate: str = "hard"):
+def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float = DEFAULTS["threshold"],
+               mode: str = DEFAULTS["mode"], tile: int = DEFAULTS["tile_size"], levels=_UNSET, schedule=None,
+               start_percent=_UNSET, end_percent=_UNSET, seed: int = DEFAULTS["seed"], temperature: float | None = None,
+               gate: str | None = None):
     """Patch a pipeline (or its UNet) with MaMe; calling it again re-configures.
 
     ``schedule`` is schedule text (``"d1 = 0.6, output_9-11 = 0.7"``) or a
-    :class:`mame_core.Schedule`. The window is progress through the diffusion timesteps,
-    ``1 - t / num_train_timesteps``, the same measure as ComfyUI's start/end percent.
-    Returns its argument. A model without UNet attention blocks is returned unchanged with
-    a warning."""
+    :class:`mame_core.Schedule`; a Schedule carries its own levels and window, so passing
+    ``levels``, ``start_percent`` or ``end_percent`` beside one is an error. The window is
+    progress through the diffusion timesteps, ``1 - t / num_train_timesteps``, the same
+    measure as ComfyUI's start/end percent. Returns its argument. A model without UNet
+    attention blocks is returned unchanged with a warning.
+
+    ``torch.compile(unet)`` after this compiles the UNet with MaMe in one graph per window
+    state: the UNet pre-hook that reads the timestep runs outside the compiled region."""
     unet = _unet(pipe_or_unet)
     remove_mame(unet)
-    settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=tile, temperature=temperature, gate=gate)
+    extra = {k: v for k, v in (("temperature", temperature), ("gate", gate)) if v is not None}
+    settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=tile, **extra)
     if isinstance(schedule, Schedule):
+        mixed = [name for name, value in (("levels", levels), ("start_percent", start_percent),
+                                          ("end_percent", end_percent)) if value is not _UNSET]
+        if mixed:
+            raise MaMeConfigError(
+                f"apply_mame: {', '.join(mixed)} cannot be combined with schedule=Schedule(...), which sets its own "
+                f"levels and window; pass them to Schedule(levels=..., start_percent=..., end_percent=...) instead")
         plan = schedule
     else:
         rules = parse_rules(schedule) if schedule else ()
-        plan = Schedule(ratio=ratio, levels=parse_levels(levels), rules=rules, start_percent=start_percent,
-                        end_percent=end_percent)
+        plan = Schedule(ratio=ratio, levels=parse_levels(DEFAULTS["levels"] if levels is _UNSET else levels),
+                        rules=rules,
+                        start_percent=DEFAULTS["start_percent"] if start_percent is _UNSET else start_percent,
+                        end_percent=DEFAULTS["end_percent"] if end_percent is _UNSET else end_percent)
     blocks = _attention_blocks(unet)
     if not blocks:
         log.warning("MaMe: %s has no UNet self-attention blocks; left unchanged", type(unet).__name__)
@@ -96,11 +123,13 @@ def apply_mame(pipe_or_unet, ratio: float = 0.5, threshold: float = 0.7, mode: s
     steps = getattr(getattr(unet, "config", None), "num_train_timesteps", None)
     scheduler = getattr(pipe_or_unet, "scheduler", None)
     steps = steps or getattr(getattr(scheduler, "config", None), "num_train_timesteps", None) or 1000
-    state = MaMeState(settings, plan, int(seed), int(steps), blocks)
+    state = MaMeState(BlockStep(settings, plan, int(seed)), int(steps), blocks)
+    state.pending = {_slot(BlockAddress(r.stage, r.index, r.layer, r.level)): None for r in blocks}
     state.handles.append(unet.register_forward_pre_hook(_unet_pre_hook(state), with_kwargs=True))
     for ref in blocks:
-        state.handles.append(ref.module.register_forward_pre_hook(_merge_hook(state, ref), with_kwargs=True))
-        state.handles.append(ref.module.register_forward_hook(_restore_hook(state, ref)))
+        address = BlockAddress(ref.stage, ref.index, ref.layer, ref.level)
+        state.handles.append(ref.module.register_forward_pre_hook(_merge_hook(state, address), with_kwargs=True))
+        state.handles.append(ref.module.register_forward_hook(_restore_hook(state, address)))
     setattr(unet, STATE_ATTR, state)
     return pipe_or_unet
 
@@ -117,52 +146,54 @@ def remove_mame(pipe_or_unet):
 
 
 def _unet_pre_hook(state: MaMeState):
+    # Dynamo skips this frame: torch.compile(unet) runs module hooks before the compiled
+    # forward, so the one host read of the timestep per UNet call stays out of the graph.
+    @torch.compiler.disable
     def hook(module, args, kwargs):
         sample = args[0] if args else kwargs.get("sample")
         timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
         state.latent_shape = tuple(sample.shape)
         if isinstance(timestep, torch.Tensor):
             timestep = timestep.reshape(-1)[0] if timestep.numel() else 0.0
-        state.timestep = float(timestep)  # one host read per UNet call, not per block
-        state.progress = min(1.0, max(0.0, 1.0 - state.timestep / state.num_train_timesteps))
-        state.pending.clear()
-        state.last_pass.clear()
+        state.step.start_call(1.0 - float(timestep) / state.num_train_timesteps, sample.device)
+        for key in state.pending:
+            state.pending[key] = None
         return None
 
     return hook
 
 
-def _merge_hook(state: MaMeState, ref: BlockRef):
+def _slot(address: BlockAddress) -> str:
+    return f"{address.block}.{address.layer}"
+
+
+def _merge_hook(state: MaMeState, address: BlockAddress):
     def hook(module, args, kwargs):
         if not args or kwargs.get("encoder_hidden_states") is not None or kwargs.get("attention_mask") is not None:
             return None
         x = args[0]
-        if state.latent_shape is None or x.dim() != 3 or not state.schedule.active_at(state.progress):
+        if state.latent_shape is None or x.dim() != 3:
             return None
-        grid = infer_grid(x.shape[1], state.latent_shape)
+        grid = state.step.grid_for(x.shape[1], state.latent_shape, address)
         if grid is None:
             return None
-        level, h, w = grid
-        ratio = state.schedule.ratio_for(ref.stage, ref.index, level)
-        if ratio == 0.0:
-            return None
-        plan = plan_seeded(x, h, w, state.settings.with_ratio(ratio), state.seed, ref.stage, ref.index, ref.layer,
-                           f"{state.timestep:.6g}")
+        plan = state.step.plan(x, address, grid)
         if plan.is_identity:
             return None
         merged = plan.merge(x)
-        state.last_pass[f"{ref.stage}_{ref.index}.{ref.layer}"] = (x.shape[1], plan.merged_tokens)
         if state.settings.mode == "qkv":
-            state.pending[id(module)] = plan
+            state.pending[_slot(address)] = plan
             return (merged, *args[1:]), kwargs
         return args, {**kwargs, "encoder_hidden_states": merged}
 
     return hook
 
 
-def _restore_hook(state: MaMeState, ref: BlockRef):
+def _restore_hook(state: MaMeState, address: BlockAddress):
+    slot = _slot(address)
+
     def hook(module, args, output):
-        plan = state.pending.pop(id(module), None)
+        plan, state.pending[slot] = state.pending.get(slot), None
         return output if plan is None else plan.restore(output)
 
     return hook

@@ -1,9 +1,11 @@
-"""The attn1 patch pair a MaMe node installs: merge before self-attention, restore after.
+"""How the MaMe node hooks into ComfyUI's UNet: a model wrapper and an attn1 patch pair.
 
-ComfyUI calls, inside every transformer block and in this order,
-``attn1_patch(n, context, value, extra_options)`` with the normed tokens, then the
-self-attention, then ``attn1_output_patch(out, extra_options)`` before the residual add.
-The two halves share the plan of the current block through this object.
+* ``wrapper`` (ComfyUI's model function wrapper) runs once per model call, outside the
+  diffusion model and so outside any ``torch.compile`` of it (TorchCompileModel compiles
+  ``diffusion_model``): it reads the step's sigma on the host and starts the block step.
+* ``merge`` (attn1_patch) gets the normed tokens before self-attention and merges them;
+  ``restore`` (attn1_output_patch) restores the output before the residual add. Both run
+  inside the (possibly compiled) UNet: no host read, no logging while compiling.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..mame_core import MergeSettings, Schedule, infer_grid, level_sizes, plan_merge, shift_for
+from ..mame_core.block_step import BlockAddress, BlockStep
 from .merge_recorder import MergeRecorder
-from .model_inspect import AttentionBlock
+from .model_inspect import AttentionBlock, sampling_progress
 
 log = logging.getLogger("comfyui-mame")
 
@@ -24,48 +26,54 @@ MERGED_MARK = "mame_merged"
 
 
 @dataclass
-class BlockRecord:
-    """What the patch did in one block during the latest pass (for logs and the merge map)."""
-
-    tokens: int
-    merged_tokens: int
-    ratio: float
-    grid: tuple[int, int]
-    layers: frozenset = frozenset({0})
-
-
-@dataclass
 class MaMeAttentionPatch:
-    settings: MergeSettings
-    schedule: Schedule
-    seed: int
+    step: BlockStep
     blocks: list[AttentionBlock]
-    sigma_start: float = float("inf")
-    sigma_end: float = 0.0
+    sampling: object = None  # the model's model_sampling, to turn sigma into progress
     recorder: MergeRecorder = field(default_factory=MergeRecorder)
-    last_pass: dict[str, BlockRecord] = field(default_factory=dict)
+    previous_wrapper: object = None  # a model wrapper set before this node; called inside ours
+    error: str | None = None  # the first exception that switched merging off, "Type: message"
     _pending: object = None
-    _sigma_tensor: object = None
-    _sigma_value: float = 0.0
+    _started_for: object = None
+    _progress_cache: dict = field(default_factory=dict)
     _logged: set = field(default_factory=set)
-    _warned: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        last = self.blocks[-1] if self.blocks else None
-        self._final_block = (last.stage, last.index, last.depth - 1) if last else None
-        self._window_is_full = self.schedule.start_percent == 0.0 and self.schedule.end_percent == 1.0
+        self._levels = {(b.stage, b.index): b.level for b in self.blocks}
+
+    @property
+    def settings(self):
+        return self.step.settings
+
+    @property
+    def last_pass(self):
+        return self.step.records
 
     # ComfyUI entry points -------------------------------------------------------------
 
+    def wrapper(self, apply_model, args):
+        """Model function wrapper: host side, once per model call."""
+        options = args["c"].get("transformer_options", {})
+        self._start(options.get("sigmas", args["timestep"]), args["input"].device)
+        self.recorder.set_rows(args.get("cond_or_uncond"), args["input"].shape[0])
+        if self.previous_wrapper is not None:
+            out = self.previous_wrapper(apply_model, args)
+        else:
+            out = apply_model(args["input"], args["timestep"], **args["c"])
+        self._log_once(args["input"].shape)
+        return out
+
     def merge(self, n, context, value, extra_options):
         self._pending = None
-        try:
+        if torch.compiler.is_compiling():
             merged = self._merge(n, context, value, extra_options)
-        except Exception as err:  # never take the user's sampling down with us
-            self._warn_once(("error", type(err).__name__), f"MaMe: merging skipped after an error: {err!r}")
-            merged = None
-        finally:
-            self._maybe_log(extra_options)
+        else:
+            try:
+                self._start_if_unwrapped(extra_options, n.device)
+                merged = self._merge(n, context, value, extra_options)
+            except Exception as err:  # never take the user's sampling down with us
+                self._fail(err)
+                merged = None
         if merged is None:
             return n, context, value
         if self.settings.mode == "qkv":
@@ -77,13 +85,16 @@ class MaMeAttentionPatch:
         if plan is None:
             return out
         if out.shape[1] != plan.merged_tokens:
-            self._warn_once("length", f"MaMe: attention output has {out.shape[1]} tokens, expected {plan.merged_tokens}; left as is")
+            self.step.warn_once("length", f"MaMe: attention output has {out.shape[1]} tokens, expected "
+                                          f"{plan.merged_tokens}; left as is")
             return out
         return plan.restore(out)
 
     # internals --------------------------------------------------------------------------
 
     def _merge(self, n, context, value, extra_options):
+        if self.error is not None:
+            return None
         block = extra_options.get("block")
         if block is None or extra_options.get(MERGED_MARK):
             return None
@@ -92,82 +103,74 @@ class MaMeAttentionPatch:
             # to a context); merging n alone would pair tokens that no longer match.
             return None
         stage, index = block[0], int(block[1])
-        depth_index = int(extra_options.get("block_index", 0))
-        grid = self._grid(n, extra_options)
+        level = self._levels.get((stage, index))
+        if level is None:
+            return None
+        address = BlockAddress(stage, index, int(extra_options.get("block_index", 0)), level)
+        shape = extra_options.get("activations_shape")  # v0.8.0+: the exact grid of this block
+        exact = (shape[2], shape[3]) if shape is not None and len(shape) == 4 else None
+        grid = self.step.grid_for(n.shape[1], extra_options.get("original_shape"), address, exact)
         if grid is None:
-            self._warn_once(("grid", n.shape[1]), f"MaMe: cannot place {n.shape[1]} tokens on a grid at {stage}_{index}; skipped")
             return None
-        level, h, w = grid
-        ratio = self.schedule.ratio_for(stage, index, level)
-        key = f"{stage}_{index}"
-        sigma = self._sigma(extra_options)
-        if ratio == 0.0 or not (self._window_is_full or self.sigma_end <= sigma <= self.sigma_start):
-            self.last_pass.pop(key, None)
-            return None
-        settings = self.settings.with_ratio(ratio)
-        shift = shift_for(h, w, settings, self.seed, stage, index, depth_index, f"{sigma:.6g}")
-        plan = plan_merge(n, h, w, settings, shift)
+        plan = self.step.plan(n, address, grid)
         if plan.is_identity:
             return None
-        if self.recorder.armed:
-            self.recorder.record(n, h, w, settings, shift, key, depth_index, sigma, level)
-        merged = plan.merge(n)
+        if self.recorder.armed and not torch.compiler.is_compiling():
+            self.recorder.record(n, grid, self.step, address)
         extra_options[MERGED_MARK] = True
-        seen = self.last_pass.get(key)
-        layers = (seen.layers if seen and depth_index else frozenset()) | {depth_index}
-        self.last_pass[key] = BlockRecord(n.shape[1], plan.merged_tokens, ratio, (h, w), layers)
         if self.settings.mode == "qkv":
             self._pending = plan
-        return merged
+        return plan.merge(n)
 
-    @staticmethod
-    def _grid(n, extra_options):
-        latent = extra_options.get("original_shape")
-        shape = extra_options.get("activations_shape")  # v0.8.0+: the exact grid of this block
-        if shape is not None and len(shape) == 4 and int(shape[2]) * int(shape[3]) == n.shape[1]:
-            h, w = int(shape[2]), int(shape[3])
-            sizes = level_sizes(int(latent[-2]), int(latent[-1])) if latent is not None else []
-            level = next((d for d, hh, ww in sizes if (hh, ww) == (h, w)), 1)
-            return level, h, w
-        if latent is None:
-            return None
-        return infer_grid(n.shape[1], latent)
+    def _start(self, sigmas, device) -> None:
+        sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) and sigmas.numel() else 0.0
+        progress = self._progress_cache.get(sigma)
+        if progress is None:
+            progress = sampling_progress(self.sampling, sigma) if self.sampling is not None else 0.0
+            if len(self._progress_cache) > 4096:
+                self._progress_cache.clear()
+            self._progress_cache[sigma] = progress
+        self.step.start_call(progress, device)
+        self._started_for = sigmas
 
-    def _sigma(self, extra_options) -> float:
+    def _start_if_unwrapped(self, extra_options, device) -> None:
+        """A node that replaced ComfyUI's model wrapper after MaMe's drops ours: read the
+        step here instead (eager only; a compiled model then keeps the last step's state)."""
         sigmas = extra_options.get("sigmas")
-        if not isinstance(sigmas, torch.Tensor) or sigmas.numel() == 0:
-            return 0.0
-        if sigmas is not self._sigma_tensor:  # one host read per model call, not per block
-            self._sigma_tensor = sigmas
-            self._sigma_value = float(sigmas.reshape(-1)[0])
-        return self._sigma_value
+        if sigmas is not None and sigmas is not self._started_for:
+            self.step.warn_once("unwrapped", "MaMe: another node replaced the model wrapper MaMe set; MaMe reads "
+                                             "the sampling step inside attention instead (not torch.compile-clean)")
+            self._start(sigmas, device)
 
-    def _maybe_log(self, extra_options) -> None:
-        block = extra_options.get("block")
-        if block is None or (block[0], int(block[1]), int(extra_options.get("block_index", 0))) != self._final_block:
+    def _fail(self, err: Exception) -> None:
+        cause = f"{type(err).__name__}: {err}"
+        if self.error is None:
+            self.error = cause
+            self.recorder.error = cause
+            log.warning("MaMe: merging switched off for this model after an error in its attention patch: %s", cause)
+
+    def _log_once(self, latent_shape) -> None:
+        key = tuple(int(s) for s in latent_shape[-2:])
+        if key in self._logged or torch.compiler.is_compiling():
             return
-        latent = extra_options.get("original_shape")
-        key = tuple(int(s) for s in latent[-2:]) if latent is not None else None
-        if key in self._logged:
-            return
+        if not self.step.records and self.step.active:
+            return  # e.g. a compiled model, where records are not kept; or nothing merged yet
         self._logged.add(key)
         log.info("%s", self.summary(key))
 
     def summary(self, latent_hw=None) -> str:
         where = f" at latent {latent_hw[0]}x{latent_hw[1]}" if latent_hw else ""
-        if not self.last_pass:
+        records = self.step.records
+        if self.error is not None:
+            return f"MaMe: merging off{where} after an error: {self.error}"
+        if not records:
             return f"MaMe: merging in 0 of {len(self.blocks)} attention blocks{where} (nothing to merge at this step)"
         parts = [
             f"{name}{f' x{len(r.layers)}' if len(r.layers) > 1 else ''} {r.tokens}->{r.merged_tokens} tokens"
-            f" (ratio {r.ratio:g}, grid {r.grid[0]}x{r.grid[1]})"
-            for name, r in self.last_pass.items()
+            f" (ratio {r.ratio:g}, effective {1 - r.merged_tokens / r.tokens:.3g}, grid {r.grid[0]}x{r.grid[1]})"
+            for name, r in records.items()
         ]
         return (
-            f"MaMe: merging in {len(self.last_pass)} blocks{where}, mode {self.settings.mode}, "
+            f"MaMe: merging in {len(records)} blocks{where}, mode {self.settings.mode}, "
             f"tau {self.settings.threshold:g}: " + "; ".join(parts)
         )
-
-    def _warn_once(self, key, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning("%s", message)

@@ -4,22 +4,23 @@ from __future__ import annotations
 import logging
 
 from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
+from ..mame_core.block_step import DEFAULTS, BlockStep
 from .attention_patch import MaMeAttentionPatch
-from .model_inspect import attention_blocks, diffusion_unet, sigma_window
-from .merge_recorder import MAP_TYPE, MergeRecorder, map_requested
+from .dit_patch import patch_dit
+from .model_inspect import attention_blocks, diffusion_unet, model_sampling
+from .merge_recorder import MAP_TYPE, recorder_for
 from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
 
 log = logging.getLogger("comfyui-mame")
-
-DEFAULTS = {"ratio": 0.5, "threshold": 0.7, "mode": "qkv", "tile_size": 8, "levels": "auto"}
 
 
 class MaMe:
     DESCRIPTION = (
         "Speeds up SD1.x, SD2.x and SDXL UNets by merging similar tokens before each self-attention "
         "(MaMe) and restoring them afterwards (MaRe), with dense matrix ops only. Patches a copy of "
-        "the model; the input model is not changed. Models without UNet attention blocks (Flux, SD3) "
-        "pass through unchanged with a warning."
+        "the model; the input model is not changed. On DiTs (Flux, Chroma, Qwen-Image, SD3/3.5) and Wan "
+        "video models it merges the image tokens at each attention call (text tokens untouched); other "
+        "model families pass through unchanged with a warning."
     )
     CATEGORY = "model_patches/unet"
     RETURN_TYPES = ("MODEL", MAP_TYPE)
@@ -58,19 +59,20 @@ class MaMe:
                                "d4 = quarter. auto picks the finest level that has self-attention "
                                "(d1 on SD1.x/2.x, d2 on SDXL), where almost all the time goes."}),
                 "start_percent": ("FLOAT", {
-                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "default": DEFAULTS["start_percent"], "min": 0.0, "max": 1.0, "step": 0.001,
                     "tooltip": "Merging starts at this point of sampling (0 = first step)."}),
                 "end_percent": ("FLOAT", {
-                    "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "default": DEFAULTS["end_percent"], "min": 0.0, "max": 1.0, "step": 0.001,
                     "tooltip": "Merging stops after this point of sampling (1 = last step). E.g. 0.8 "
                                "leaves the last fifth of the steps at full quality."}),
                 "seed": ("INT", {
-                    "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                    "default": DEFAULTS["seed"], "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                     "tooltip": "Seeds the placement of merge destinations per block and step. The same "
                                "seed always gives the same image."}),
                 "overrides": ("STRING", {
                     "default": "", "multiline": True,
-                    "tooltip": "Optional per-block ratios that win over everything else, e.g. "
+                    "tooltip": "Optional per-block ratios that win over everything else (a Block "
+                               "Schedule's overrides and sliders included), e.g. "
                                "'output_9-11 = 0.7, input_1 = off'. " + OVERRIDES_HELP}),
             },
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
@@ -93,28 +95,34 @@ class MaMe:
 
     def patch(self, model, ratio, threshold, mode, tile_size, levels, start_percent, end_percent, seed,
               overrides="", schedule=None, prompt=None, unique_id=None):
-        recorder = MergeRecorder(armed=map_requested(prompt, unique_id))
+        recorder = recorder_for(prompt, unique_id)
         settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=int(tile_size))
-        plan = Schedule(
+        rules = Schedule(
             ratio=ratio,
             levels=parse_levels(levels),
-            rules=tuple(schedule or ()) + parse_rules(overrides),
+            rules=tuple(schedule or ()) + parse_rules(overrides),  # tiers rank them, not their order
             start_percent=start_percent,
             end_percent=end_percent,
         )
+        # --- DiT branch (nodes/dit_patch.py): DiTs and video models merge at the attention call ---
+        patched = patch_dit(model, settings, rules, int(seed), recorder)
+        if patched is not None:
+            return (patched, recorder)
+        # --- end of DiT branch ---
         unet = diffusion_unet(model)
         blocks = attention_blocks(unet) if unet is not None else []
         if not blocks:
             name = type(getattr(model, "model", model)).__name__
             log.warning("MaMe: %s has no UNet self-attention blocks MaMe can patch; passing it through unchanged", name)
             return (model, recorder)
-        plan = plan.resolve_levels(sorted({b.level for b in blocks}))
-        sigma_start, sigma_end = sigma_window(model, start_percent, end_percent)
-        mame = MaMeAttentionPatch(settings, plan, int(seed), blocks, sigma_start, sigma_end, recorder)
+        rules = rules.resolve_levels(sorted({b.level for b in blocks}))
+        step = BlockStep(settings, rules, int(seed))
         patched = model.clone()
+        mame = MaMeAttentionPatch(step, blocks, model_sampling(model), recorder,
+                                  previous_wrapper=patched.model_options.get("model_function_wrapper"))
+        patched.set_model_unet_function_wrapper(mame.wrapper)
         patched.set_model_attn1_patch(mame.merge)
         patched.set_model_attn1_output_patch(mame.restore)
-        targets = [f"{b.stage}_{b.index}" for b in blocks if plan.ratio_for(b.stage, b.index, b.level) > 0]
-        log.info("MaMe: %s; blocks: %s", plan.describe(), ", ".join(targets) or "none")
+        targets = [f"{b.stage}_{b.index}" for b in blocks if rules.ratio_for(b.stage, b.index, b.level) > 0]
+        log.info("MaMe: %s; blocks: %s", rules.describe(), ", ".join(targets) or "none")
         return (patched, recorder)
-

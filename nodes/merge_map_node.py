@@ -47,7 +47,7 @@ class MaMeMergeMap:
         s = rec.merge_map.stats()
         block_name = block.strip() if block.strip() not in ("", "auto") else "first merged block"
         text = (
-            f"{block_name}, layer {layer}, step {rec.step} (sigma {rec.sigma:.4g}), grid {rec.merge_map.h}x"
+            f"{block_name}, layer {layer}, step {rec.step} (progress {rec.progress:.3g}), grid {rec.merge_map.h}x"
             f"{rec.merge_map.w} at d{rec.level}: {s['tokens']} tokens in {s['groups']} groups "
             f"(mean {s['mean_group_size']:.2f}, max {s['max_group_size']} tokens); averaged into a destination "
             f"{s['share_merged']:.1%}, below tau {rec.merge_map.threshold:g} {s['share_below_threshold']:.1%}, "

@@ -8,55 +8,100 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..mame_core import MergeMap, MergeSettings, describe_merges
+import torch
+
+from ..mame_core import MergeMap, describe_merges
 
 MAP_TYPE = "MAME_MAP"
 MAP_NODE = "MaMeMergeMap"
 
 
-def map_requested(prompt, unique_id) -> bool:
-    """Whether a MaMe Merge Map node in ``prompt`` takes output 1 of node ``unique_id``."""
+def map_request(prompt, unique_id) -> dict | None:
+    """The inputs of the MaMe Merge Map node in ``prompt`` that takes output 1 of node
+    ``unique_id``, or None when there is none."""
     if not isinstance(prompt, dict) or unique_id is None:
-        return False
+        return None
     for node in prompt.values():
         if isinstance(node, dict) and node.get("class_type") == MAP_NODE:
-            link = (node.get("inputs") or {}).get("merge_map")
+            inputs = node.get("inputs") or {}
+            link = inputs.get("merge_map")
             if isinstance(link, list) and str(link[0]) == str(unique_id) and link[1] == 1:
-                return True
-    return False
+                return inputs
+    return None
+
+
+def map_requested(prompt, unique_id) -> bool:
+    return map_request(prompt, unique_id) is not None
+
+
+def recorder_for(prompt, unique_id) -> "MergeRecorder":
+    """An armed recorder when a map node reads this MaMe node, set to the batch item it draws."""
+    inputs = map_request(prompt, unique_id)
+    if inputs is None:
+        return MergeRecorder()
+    index = inputs.get("batch_index", 0)
+    return MergeRecorder(armed=True, batch_index=index if isinstance(index, int) and index >= 0 else 0)
 
 
 @dataclass
 class Recording:
     merge_map: MergeMap
     step: int
-    sigma: float
+    progress: float  # 0 = start of sampling, 1 = the end
     level: int
 
 
 @dataclass
 class MergeRecorder:
-    armed: bool = False
-    runs: list = field(default_factory=list)  # one dict per sampling run: (block, layer, step) -> Recording
-    _sigmas: list = field(default_factory=list)
+    """``batch_index`` is the image the map node draws on: the recorder analyses the
+    conditional (positive prompt) row of that image, not whichever row comes first."""
 
-    def record(self, n, h, w, settings: MergeSettings, shift, block: str, layer: int, sigma: float, level: int):
-        # Sigmas only fall during a sampling run; a rise means a new run (e.g. a hires-fix pass).
-        if not self.runs or (self._sigmas and sigma > self._sigmas[-1] + 1e-9):
-            self.runs.append({})
-            self._sigmas = []
-        if sigma not in self._sigmas:
-            self._sigmas.append(sigma)
-        step = self._sigmas.index(sigma)
-        self.runs[-1][(block, layer, step)] = Recording(describe_merges(n[0], h, w, settings, shift), step, sigma, level)
+    armed: bool = False
+    batch_index: int = 0
+    runs: list = field(default_factory=list)  # one dict per sampling run: (block, layer, step) -> Recording
+    error: str | None = None  # what stopped merging or recording, shown by the map node
+    row: int | None = None  # the row of the model call's batch to record, None: skip this call
+    _steps: list = field(default_factory=list)
+
+    def set_rows(self, cond_or_uncond, batch: int) -> None:
+        """Called once per model call with ComfyUI's chunk list (0 = cond, 1 = uncond)."""
+        if not cond_or_uncond:
+            self.row = min(self.batch_index, batch - 1)
+            return
+        per_chunk = batch // len(cond_or_uncond)
+        chunk = next((i for i, kind in enumerate(cond_or_uncond) if kind == 0), None)
+        self.row = None if chunk is None else chunk * per_chunk + min(self.batch_index, per_chunk - 1)
+
+    def record(self, n, grid, step, address) -> None:
+        """Analyse one block's merge on the host (the map is drawn on the CPU anyway)."""
+        if self.row is None or self.row >= n.shape[0]:
+            return
+        try:
+            progress = step.progress
+            if not self.runs or (self._steps and progress < self._steps[-1] - 1e-12):
+                self.runs.append({})  # progress only grows in a run; a fall means a new run (hires fix)
+                self._steps = []
+            if progress not in self._steps:
+                self._steps.append(progress)
+            index = self._steps.index(progress)
+            tokens = n[self.row].detach().to("cpu", dtype=torch.float32)
+            settings = step.settings.with_ratio(step.ratio_for(address))
+            merge_map = describe_merges(tokens, grid[0], grid[1], settings, step.pattern_of(address))
+            self.runs[-1][(address.block, address.layer, index)] = Recording(merge_map, index, progress, address.level)
+        except Exception as err:  # a map that cannot be drawn must not switch merging off
+            if self.error is None:
+                self.error = f"recording failed: {type(err).__name__}: {err}"
 
     def pick(self, block: str, layer: int, step: int, run: int = -1) -> Recording:
         if not self.armed:
             raise ValueError("MaMe recorded nothing: its output came from ComfyUI's cache, made before this map "
                              "node was connected (ComfyUI does not re-run a cached node for a new consumer). "
                              "Change any MaMe input once, e.g. its seed, and queue again.")
+        if self.error is not None and (not self.runs or not self.runs[run]):
+            raise ValueError(f"MaMe recorded nothing: {self.error}")
         if not self.runs or not self.runs[run]:
-            raise ValueError("MaMe merged nothing to show (ratio 0, or every step outside its window).")
+            raise ValueError("MaMe merged nothing to show (ratio 0, every step outside its window, or a "
+                             "torch.compile'd model, where merges are not recorded).")
         records = self.runs[run]
         blocks = sorted({k[0] for k in records}, key=_block_order)
         chosen = blocks[0] if block in ("", "auto") else block

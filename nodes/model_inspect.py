@@ -66,7 +66,15 @@ def model_sampling(model_patcher):
     return model_patcher.model.model_sampling
 
 
-def sigma_window(model_patcher, start_percent: float, end_percent: float) -> tuple[float, float]:
-    """(sigma_start, sigma_end): merging is on while sigma_end <= sigma <= sigma_start."""
-    sampling = model_sampling(model_patcher)
-    return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
+def sampling_progress(sampling, sigma: float, iterations: int = 48) -> float:
+    """Progress through sampling (0 = start, 1 = end) at ``sigma``: the inverse of the
+    model's own ``percent_to_sigma``, found by bisection (it falls as progress grows), so
+    the window matches ComfyUI's start/end percent on every model sampling type."""
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if float(sampling.percent_to_sigma(middle)) >= sigma:
+            low = middle
+        else:
+            high = middle
+    return low

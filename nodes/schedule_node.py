@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..mame_core import MaMeConfigError, Rule, parse_rules
+from ..mame_core.schedule import SCHEDULE_OVERRIDES, SLIDERS
 
 SCHEDULE_TYPE = "MAME_SCHEDULE"
 INHERIT = -1.0
@@ -18,9 +19,10 @@ LEVEL_WIDGETS = (
 )
 
 OVERRIDES_HELP = (
-    "Exact per-block ratios, one 'key = ratio' per line or comma-separated; they win over the "
-    "sliders. Keys: input_4, output_3-5 (block ranges), output.d2 (stage at a level), d1/d2/d4/d8 "
-    "(a level), input/middle/output (a stage), default. Ratios in [0, 1) or 'off'. '#' starts a comment."
+    "Exact per-block ratios, one 'key = ratio' per line or comma-separated. Order: the MaMe node's "
+    "overrides win over the Block Schedule's overrides, which win over its sliders, which win over the "
+    "MaMe node's ratio and levels; within one of these the most specific key wins. Keys: input_4, output_3-5 (block ranges), output.d2 (stage at a level), d1/d2/d4/d8 "
+    "(a level), input/middle/output (a stage), default; DiT models: double_0-18, single_*, blocks_10-20. Ratios in [0, 1) or 'off'. '#' starts a comment."
 )
 
 
@@ -66,5 +68,5 @@ class MaMeBlockSchedule:
             if value != INHERIT:
                 if not 0.0 <= value < 1.0:
                     raise MaMeConfigError(f"{name} must be -1 (inherit) or in [0, 1), got {value}")
-                rules.append(Rule(value, stage=stage, level=level))
-        return (tuple(rules) + parse_rules(overrides),)
+                rules.append(Rule(value, stage=stage, level=level, tier=SLIDERS))
+        return (tuple(rules) + parse_rules(overrides, tier=SCHEDULE_OVERRIDES),)

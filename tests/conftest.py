@@ -28,3 +28,24 @@ def comfy(tmp_path_factory):
     out = tmp_path_factory.mktemp("comfy-output")
     with ComfyServer(out, extra_args=["--use-pytorch-cross-attention"]) as server:
         yield ComfyClient(server.url, timeout=60), server
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "dit: DiT/video tests; they need the 2025 host (MAME_HOST=2025)")
+
+
+@pytest.fixture(scope="session")
+def dit_host():
+    """This extension loaded in-process into the 2025 ComfyUI host (the DiT families live there)."""
+    from embedded_host.hosts import host_name
+
+    if host_name() != "2025" and "MAME_HOST_DIR" not in os.environ:
+        pytest.skip("DiT and video models need the 2025 ComfyUI host; run with MAME_HOST=2025")
+    from embedded_host.inprocess import extension
+
+    module = extension()
+    try:
+        import comfy.ldm.flux.model  # noqa: F401
+    except ImportError:
+        pytest.skip("this ComfyUI host has no DiT model classes")
+    return module

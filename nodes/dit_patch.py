@@ -1,0 +1,319 @@
+"""MaMe for DiT and video models, at ComfyUI's attention call.
+
+ComfyUI (v0.3.75+) routes every attention call of its DiT families through
+``transformer_options["optimized_attention_override"](func, q, k, v, heads, ...)``. MaMe
+sets that override on a clone's model options. Per attention call the override
+
+1. finds the image tokens in the joint sequence (the family decides where: see dit_inspect),
+2. plans the merge of the image tokens on their values ``v`` (keys and queries arrive with
+   RoPE applied, which makes neighbours look unlike; see docs/dit.md for the measurement),
+3. merges the image parts of q, k and v (text untouched), runs the wrapped attention on the
+   shorter sequence, and restores the image part of the output (mode ``qkv``), or keeps every
+   query and merges only keys and values (mode ``kv``).
+
+An APPLY_MODEL wrapper reads the latent shape and sigma once per model call, on the host,
+and starts the block step (pattern, window). Families that do not label their blocks in
+``transformer_options`` (SD3, Wan) get a ``patches_replace["dit"]`` wrapper per block that
+does, chained around any replacement already there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..mame_core import MergeSettings, Schedule
+from .dit_inspect import IMAGE_LAST, TEXT_FIRST, DiTModel, family_name, inspect_dit, is_dit_like, token_grid, unsupported_reason
+from .merge_recorder import MergeRecorder
+
+from ..mame_core.block_step import BlockAddress, BlockStep
+
+log = logging.getLogger("comfyui-mame")
+
+OVERRIDE_KEY = "optimized_attention_override"
+WRAPPER_KEY = "mame_dit"
+CALL_KEY = "mame_dit_call"  # transformer_options: what the wrapper read for this model call
+BLOCK_KEY = "mame_dit_block"  # transformer_options: (stage, index) set by the block labeller
+ATTN_COUNT_KEY = "mame_dit_attn_calls"  # attention calls so far in the labelled block
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    grid: tuple[int, ...]  # (h, w) or (frames, h, w) of the image tokens
+    context_tokens: int  # text tokens the model was given (Flux-like: they come first)
+
+    @property
+    def image_tokens(self) -> int:
+        return math.prod(self.grid)
+
+
+class FramewisePlan:
+    """A 2-D plan applied to every frame of a video at once (frames folded into the batch):
+    the adapter for engines without 3-D tiles (plan_merge(..., frames>1) not implemented)."""
+
+    is_identity = False
+    key_log_size = None
+
+    def __init__(self, plan, frames: int):
+        self.plan = plan
+        self.frames = frames
+        self.merged_tokens = plan.merged_tokens * frames
+        self.full_tokens = plan.full_tokens * frames
+
+    def merge(self, x):
+        y = self.plan.merge(x.reshape(x.shape[0] * self.frames, -1, x.shape[-1]))
+        return y.reshape(x.shape[0], -1, y.shape[-1])
+
+    def restore(self, y):
+        out = self.plan.restore(y.reshape(y.shape[0] * self.frames, -1, y.shape[-1]))
+        return out.reshape(y.shape[0], -1, out.shape[-1])
+
+
+def plan_image(step: BlockStep, x, address: BlockAddress, grid):
+    """``step.plan`` on the image tokens; video frame by frame where the engine has no 3-D tiles."""
+    if len(grid) == 3 and grid[0] > 1:
+        try:
+            return step.plan(x, address, grid)
+        except NotImplementedError:
+            frames, h, w = grid
+            plan = step.plan(x.reshape(x.shape[0] * frames, h * w, x.shape[-1]), address, (h, w))
+            return plan if plan.is_identity else FramewisePlan(plan, frames)
+    return step.plan(x, address, grid[-2:])
+
+
+def sigma_to_progress(model_sampling, sigma: float) -> float:
+    """Invert ``percent_to_sigma`` (monotone falling) by bisection: 0 = start of sampling."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if float(model_sampling.percent_to_sigma(mid)) > sigma:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _flat(t: torch.Tensor, heads_first: bool) -> torch.Tensor:
+    """[B, H, L, D] (ComfyUI's skip_reshape layout), [B, L, H*D] or [B, L, H, D] (SD3's v) to [B, L, H*D]."""
+    if not heads_first:
+        return t if t.dim() == 3 else t.reshape(t.shape[0], t.shape[1], -1)
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+@dataclass
+class DiTMerge:
+    """One MaMe node's DiT patch: the attention override, the model wrapper and the block labels."""
+
+    model: DiTModel
+    step: object
+    mode: str
+    model_sampling: object
+    recorder: MergeRecorder = field(default_factory=MergeRecorder)
+    base_override: object = None  # a non-MaMe override found on the model (chained, called last)
+    chain: list = field(default_factory=list)  # MaMe patches in the order they were applied
+    last_call: dict = field(default_factory=dict)  # "stage_index" -> (tokens, merged tokens)
+    attention_calls: list = field(default_factory=list)  # (full, merged) per call while counting
+    counting: bool = False
+    _warned: set = field(default_factory=set)
+    _logged: set = field(default_factory=set)
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone deep-copies model_options; the override must stay the object the
+        # model wrapper starts each call on.
+        return self
+
+    # -- ComfyUI entry points ----------------------------------------------------------------
+
+    def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                            transformer_options={}, **kwargs):
+        try:
+            grid = token_grid(x.shape, self.model.patch)
+            context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
+            transformer_options[CALL_KEY] = CallInfo(grid, context)
+            sigma = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+            self.step.start_call(sigma_to_progress(self.model_sampling, sigma), x.device)
+            if self.recorder.armed:
+                self.recorder.set_rows(transformer_options.get("cond_or_uncond"), x.shape[0])
+            self.last_call = {}
+        except Exception as err:  # never take the user's sampling down with us
+            self._warn_once(("wrapper", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+            transformer_options.pop(CALL_KEY, None)
+        out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        self._maybe_log()
+        return out
+
+    def block_labeller(self, stage: str, index: int, previous):
+        def label(args, extra):
+            options = args.get("transformer_options")
+            if isinstance(options, dict):
+                options[BLOCK_KEY] = (stage, index)
+                options[ATTN_COUNT_KEY] = 0
+            return previous(args, extra) if previous is not None else extra["original_block"](args)
+
+        return label
+
+    def __call__(self, func, *args, **kwargs):
+        """The attention override: ``func(q, k, v, heads, mask=..., skip_reshape=..., ...)``."""
+        q, k, v = args[:3]
+        heads = args[3] if len(args) > 3 else kwargs.get("heads")
+        rest = args[4:]
+        options = kwargs.get("transformer_options") or {}
+        merged = None
+        try:
+            merged = self._merge(q, k, v, heads, rest, kwargs, options)
+        except Exception as err:
+            self._warn_once(("error", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+        if merged is None:
+            return self._run_base(func, args, kwargs)
+        return merged(lambda *a, **kw: self._run_base(func, a, kw))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _run_base(self, func, args, kwargs):
+        if self.base_override is not None:
+            return self.base_override(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def _address(self, options):
+        labelled = options.get(BLOCK_KEY)
+        if labelled is not None:
+            calls = options.get(ATTN_COUNT_KEY, 0)
+            options[ATTN_COUNT_KEY] = calls + 1
+            if self.model.family.video and calls > 0:
+                return None  # Wan: the first attention of a block is self-attention, the rest cross
+            return BlockAddress(labelled[0], int(labelled[1]), calls, 1)
+        kind = options.get("block_type")
+        index = options.get("block_index")
+        if kind in ("double", "single") and index is not None:
+            return BlockAddress(kind, int(index), 0, 1)
+        return None
+
+    def _merge(self, q, k, v, heads, rest, kwargs, options):
+        call = options.get(CALL_KEY)
+        if call is None or rest or kwargs.get("mask") is not None:
+            return None
+        heads_first = bool(kwargs.get("skip_reshape", False))
+        seq = 2 if heads_first else 1
+        length = q.shape[seq]
+        if k.shape[seq] != length or v.shape[seq] != length:
+            return None  # cross-attention (Wan's text attention): left alone
+        address = self._address(options)
+        if address is None:
+            return None
+        n = call.image_tokens
+        start = call.context_tokens if self.model.family.layout == TEXT_FIRST else length - n
+        if start < 0 or start + n > length:
+            self._warn_once(("span", length, n), f"MaMe: {length} tokens cannot hold the {n} image tokens of grid "
+                                                 f"{call.grid} in {self.model.name}; attention left at full length")
+            return None
+        qf, kf, vf = (_flat(t, heads_first) for t in (q, k, v))
+        plan = None
+        for member in self.chain:  # the first MaMe node in the chain that merges this block wins
+            plan = plan_image(member.step, vf[:, start:start + n], address, call.grid)
+            if not plan.is_identity:
+                break
+        if plan is None or plan.is_identity:
+            return None
+        if member.recorder.armed:
+            frame = math.prod(call.grid[-2:])  # video: the first frame
+            member.recorder.record(vf[:, start:start + frame], call.grid[-2:], member.step, address)
+        key = f"{address.stage}_{address.index}"
+        self.last_call[key] = (n, plan.merged_tokens)
+        if self.counting:
+            self.attention_calls.append((length, length - n + plan.merged_tokens))
+        return lambda run: self._attend(run, plan, start, n, qf, kf, vf, heads, kwargs, heads_first)
+
+    def _attend(self, run, plan, start, n, qf, kf, vf, heads, kwargs, heads_first):
+        def shorten(t):
+            merged = plan.merge(t[:, start:start + n])
+            return torch.cat([t[:, :start], merged, t[:, start + n:]], dim=1)
+
+        k2, v2 = shorten(kf), shorten(vf)
+        q2 = shorten(qf) if self.mode == "qkv" else qf
+        call = dict(kwargs)
+        call["skip_reshape"] = False
+        call.pop("heads", None)
+        want_heads_first = bool(call.pop("skip_output_reshape", False))
+        log_size = getattr(plan, "key_log_size", None)
+        restore_channels = None
+        if log_size is not None:
+            from ..mame_core.size_bias import add_size_channel
+
+            b = k2.shape[0]
+            zeros_before = log_size.new_zeros(b, start)
+            zeros_after = log_size.new_zeros(b, k2.shape[1] - start - log_size.shape[1])
+            full = torch.cat([zeros_before, log_size, zeros_after], dim=1)
+            q2, k2, v2, restore_channels = add_size_channel(q2, k2, v2, full, heads)
+        out = run(q2, k2, v2, heads, **call)
+        if restore_channels is not None:
+            out = restore_channels(out)
+        if self.mode == "qkv":
+            m = plan.merged_tokens
+            out = torch.cat([out[:, :start], plan.restore(out[:, start:start + m]), out[:, start + m:]], dim=1)
+        if want_heads_first:
+            b, length, c = out.shape
+            out = out.reshape(b, length, heads, c // heads).transpose(1, 2)
+        return out
+
+    def _maybe_log(self) -> None:
+        if not self.last_call:
+            return
+        key = tuple(sorted(self.last_call.items()))
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        parts = [f"{name} {full}->{merged}" for name, (full, merged) in self.last_call.items()]
+        log.info("MaMe: %s, merging image tokens in %d attention blocks, mode %s: %s",
+                 self.model.name, len(parts), self.mode, "; ".join(parts))
+
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+
+def patch_dit(model_patcher, settings: MergeSettings, schedule: Schedule, seed: int,
+              recorder: MergeRecorder | None = None):
+    """A clone of ``model_patcher`` with MaMe at its attention calls when it is a DiT MaMe knows;
+    the model itself (with one warning naming it) for DiT-like models it does not know; None
+    for everything else (UNets), which the caller patches its own way."""
+    dit = inspect_dit(model_patcher)
+    if dit is None:
+        if not is_dit_like(model_patcher):
+            return None
+        reason = unsupported_reason(model_patcher) or f"{family_name(model_patcher)} (a model family MaMe does not know)"
+        log.warning("MaMe: %s is not supported; passing it through unchanged", reason)
+        return model_patcher
+    from .model_inspect import model_sampling
+
+    import comfy.patcher_extension as extension
+
+    schedule = dataclasses.replace(schedule, levels=None)  # levels are a UNet notion: every DiT block is level 1
+    patched = model_patcher.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    existing = options.get(OVERRIDE_KEY)
+    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed)), settings.mode,
+                    model_sampling(model_patcher), recorder or MergeRecorder())
+    if isinstance(existing, DiTMerge):
+        mame.chain = existing.chain + [mame]
+        mame.base_override = existing.base_override
+    else:
+        mame.chain = [mame]
+        mame.base_override = existing
+    options[OVERRIDE_KEY] = mame
+    patched.add_wrapper_with_key(extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, mame.apply_model_wrapper)
+    if dit.family.block_attr is not None:
+        stage = dit.family.stages[0]
+        replaced = options.get("patches_replace", {}).get("dit", {})
+        for i in range(dit.blocks[stage]):
+            previous = replaced.get(("double_block", i))
+            patched.set_model_patch_replace(mame.block_labeller(stage, i, previous), "dit", "double_block", i)
+    targets = [f"{stage}_{i}" for stage, count in dit.blocks.items() for i in range(count)
+               if schedule.ratio_for(stage, i, 1) > 0]
+    log.info("MaMe: %s (%s); %s; blocks: %s", dit.name, family_name(model_patcher), schedule.describe(),
+             ", ".join(targets) or "none")
+    return patched

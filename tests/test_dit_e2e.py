@@ -1,0 +1,238 @@
+"""MaMe on DiTs and video models, in-process with ComfyUI v0.3.75's real model classes
+(Flux, MMDiT/SD3, WanModel), ModelPatcher and sampler. Models are tiny with seeded weights
+(embedded_host/dit_models.py); text conditioning is seeded tensors in place of the text
+encoders' output (T5-XXL / umT5 are too large to generate here)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from conftest import seeded
+
+pytestmark = [pytest.mark.e2e, pytest.mark.dit]
+
+LATENTS = {"flux": (1, 16, 32, 40), "sd3": (1, 16, 32, 40), "wan": (1, 16, 5, 16, 20)}
+ATTENTION_CALLS = {"flux": 4, "sd3": 3, "wan": 6}  # per model call: blocks (+ SD3's x-only attn2, Wan's cross)
+CONTEXT_TOKENS = 12
+
+
+class AttentionCounter:
+    """An attention override under MaMe: records the sequence lengths every call runs on."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, func, *args, **kwargs):
+        q, k = args[0], args[1]
+        seq = 2 if kwargs.get("skip_reshape") else 1
+        self.calls.append((q.shape[0], q.shape[seq], k.shape[seq]))
+        return func(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def host(dit_host):
+    return dit_host
+
+
+@pytest.fixture(scope="module")
+def models(host):
+    from embedded_host.dit_models import build_model
+
+    return {family: build_model(family) for family in LATENTS}
+
+
+def counted(model):
+    counter = AttentionCounter()
+    clone = model.clone()
+    clone.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counter
+    return clone, counter
+
+
+def mame(host, model, ratio=0.5, mode="qkv", start=0.0, end=1.0, seed=0, overrides="", schedule=None):
+    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
+    return node.patch(model, ratio, 0.7, mode, 8, "auto", start, end, seed, overrides, schedule)[0]
+
+
+def sample(model, family, steps=2, cfg=2.0, shape=None, noise_seed=0, batch=1):
+    import comfy.sample
+    from embedded_host.dit_models import conditioning
+
+    shape = tuple(shape or LATENTS[family])
+    shape = (batch,) + shape[1:]
+    noise = torch.randn(shape, generator=seeded(noise_seed))
+    with torch.no_grad():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(family),
+                                   conditioning(family, seed=2), torch.zeros(shape), seed=0, disable_pbar=True)
+
+
+def expected_merged(host, family, grid, ratio=0.5):
+    """The merged image length the engine gives this grid (asked of the engine, not hard-coded)."""
+    dit_patch = host.nodes.dit_patch
+    core = host.mame_core
+    step = core.block_step.BlockStep(core.MergeSettings(ratio=ratio, tile=8), core.Schedule(ratio=ratio), 0)
+    step.start_call(0.0, torch.device("cpu"))
+    n = 1
+    for side in grid:
+        n *= side
+    x = torch.randn(1, n, 64, generator=seeded(5))
+    return dit_patch.plan_image(step, x, core.block_step.BlockAddress("blocks", 0), grid).merged_tokens
+
+
+def grid_of(family, shape):
+    if family == "wan":
+        return (shape[2], shape[3] // 2, shape[4] // 2)
+    return (-(-shape[2] // 2), -(-shape[3] // 2))
+
+
+@pytest.mark.parametrize("family", sorted(LATENTS))
+def test_ratio_zero_is_bit_identical_to_no_node(host, models, family):
+    base = sample(models[family], family)
+    assert torch.equal(sample(mame(host, models[family], ratio=0.0), family), base)
+
+
+@pytest.mark.parametrize("family", sorted(LATENTS))
+def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, family):
+    model, counter = counted(models[family])
+    base = sample(model, family, steps=1)
+    full_calls = list(counter.calls)
+    counter.calls.clear()
+    out = sample(mame(host, model), family, steps=1)
+    grid = grid_of(family, LATENTS[family])
+    n = 1
+    for side in grid:
+        n *= side
+    merged = expected_merged(host, family, grid)
+    assert merged < n
+    assert len(counter.calls) == len(full_calls) == ATTENTION_CALLS[family]
+    assert {b for b, _, _ in counter.calls} == {2}  # cond and uncond in one CFG batch
+    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full_calls, counter.calls):
+        assert b == b2
+        if k_full != q_full:  # Wan's cross-attention to the text: untouched
+            assert family == "wan" and (q_len, k_len) == (q_full, k_full) == (n, CONTEXT_TOKENS)
+            continue
+        text = q_full - n
+        assert text in ((CONTEXT_TOKENS, 0) if family != "wan" else (0,))
+        assert q_len == k_len == text + merged, (family, q_full, q_len)
+    change = ((out - base).norm() / base.norm()).item()
+    assert 1e-3 < change < 0.5, change  # attention matters at this weight scale, merging stays close
+
+
+def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(host, models):
+    dit_patch = host.nodes.dit_patch
+    model = mame(host, models["flux"])
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    override.step.start_call(0.0, torch.device("cpu"))
+    heads, dim, text, grid = 4, 16, 5, (16, 16)
+    g = seeded(3)
+    tiles = torch.randn(1, heads, 2, 2, dim, generator=g)  # one value per 8x8 tile
+    image = tiles.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3).reshape(1, heads, 256, dim)
+    v = torch.cat([torch.randn(1, heads, text, dim, generator=g), image], dim=2)
+    options = {dit_patch.CALL_KEY: dit_patch.CallInfo(grid, text), "block_type": "double", "block_index": 0}
+    seen = []
+
+    def values_as_output(q, k, v, heads, skip_reshape=False, **kwargs):  # a per-token "attention"
+        seen.append(q.shape[1])
+        return v
+
+    out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, skip_reshape=True,
+                   transformer_options=options)
+    expected = v.transpose(1, 2).reshape(1, text + 256, heads * dim)
+    assert seen == [text + expected_merged(host, "flux", grid)]
+    assert torch.equal(out[:, :text], expected[:, :text])
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)  # fp32 rounding of averaging equal copies
+
+
+def test_cfg_batch_rows_merge_independently(host, models):
+    model = mame(host, models["flux"])
+    both = sample(model, "flux", batch=2)  # 2 latents x (cond, uncond) in one model call
+    noise = torch.randn((2,) + LATENTS["flux"][1:], generator=seeded(0))
+    import comfy.sample
+    from embedded_host.dit_models import conditioning
+
+    for row in range(2):
+        with torch.no_grad():
+            alone = comfy.sample.sample(model, noise[row:row + 1], 2, 2.0, "euler", "simple", conditioning("flux"),
+                                        conditioning("flux", seed=2), torch.zeros_like(noise[:1]), seed=0,
+                                        disable_pbar=True)
+        torch.testing.assert_close(both[row:row + 1], alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family,shape", [("flux", (1, 16, 38, 26)), ("wan", (1, 16, 5, 12, 18))])
+def test_odd_grids_and_frame_counts(host, models, family, shape):
+    # Flux 19x13 tokens (a 1216x832-style grid that tiles of 8 do not divide); Wan 5 latent frames.
+    model, counter = counted(models[family])
+    out = sample(mame(host, model), family, steps=1, shape=shape)
+    grid = grid_of(family, shape)
+    merged = expected_merged(host, family, grid)
+    n = 1
+    for side in grid:
+        n *= side
+    self_calls = [c for c in counter.calls if c[1] == c[2]]
+    assert self_calls and all(q == (CONTEXT_TOKENS if family == "flux" else 0) + merged for _, q, _ in self_calls)
+    assert merged < n and torch.isfinite(out).all()
+
+
+def test_second_mame_node_leaves_merged_blocks_alone(host, models):
+    model, counter = counted(models["flux"])
+    once = mame(host, model, ratio=0.5)
+    single = sample(once, "flux", steps=1)
+    single_calls = list(counter.calls)
+    counter.calls.clear()
+    stacked = sample(mame(host, once, ratio=0.3, seed=7), "flux", steps=1)
+    assert counter.calls == single_calls
+    assert torch.equal(stacked, single)
+
+
+def test_schedule_addresses_dit_blocks_and_window(host, models):
+    model, counter = counted(models["flux"])
+    sample(mame(host, model, overrides="single_* = off"), "flux", steps=1)
+    full = CONTEXT_TOKENS + 320
+    lengths = [q for _, q, _ in counter.calls]
+    assert lengths[:2] != [full, full] and lengths[2:4] == [full, full]  # double merged, single off
+
+    counter.calls.clear()
+    sample(mame(host, model, start=0.5), "flux", steps=4, cfg=1.0)
+    per_step = [counter.calls[i:i + 4] for i in range(0, len(counter.calls), 4)]
+    assert len(per_step) == 4
+    assert all(q == full for _, q, _ in per_step[0] + per_step[1])
+    assert all(q < full for _, q, _ in per_step[3])
+
+
+def test_unknown_dit_family_passes_through_with_one_warning(host, caplog):
+    import comfy.model_base
+    from comfy.model_patcher import ModelPatcher
+
+    class Mystery(torch.nn.Module):
+        def forward(self, x, *args, **kwargs):
+            return x
+
+    base = comfy.model_base.BaseModel.__new__(comfy.model_base.BaseModel)
+    torch.nn.Module.__init__(base)
+    base.diffusion_model = Mystery()
+    patcher = ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
+    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
+        out = host.nodes.dit_patch.patch_dit(patcher, host.mame_core.MergeSettings(), host.mame_core.Schedule(), 0)
+    assert out is patcher
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Mystery" in warnings[0]
+
+
+def test_mame_stacks_with_easycache(host, models):
+    # EasyCache (ComfyUI's own node) skips whole model calls; MaMe shortens attention in the
+    # calls that run. A high reuse threshold makes the cache skip steps of this random model.
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    model, counter = counted(models["flux"])
+    cached = EasyCacheNode.execute(mame(host, model), 3.0, 0.15, 0.95, False).result[0]
+    steps = 8
+    out = sample(cached, "flux", steps=steps, cfg=1.0)
+    calls = len(counter.calls) // ATTENTION_CALLS["flux"]
+    assert 1 <= calls < steps  # the cache skipped steps
+    merged = CONTEXT_TOKENS + expected_merged(host, "flux", (16, 20))
+    assert all(q == merged for _, q, _ in counter.calls)  # every call that ran was merged
+    assert torch.isfinite(out).all()
