@@ -73,7 +73,7 @@ def rope_angles(grid, head_dim: int, kind: str | None, text: int):
     t, r, c = torch.meshgrid(torch.arange(frames), torch.arange(h), torch.arange(w), indexing="ij")
     pos = [torch.cat([torch.zeros(text), p.flatten().float()]) for p in (t, r, c)]
     angles = []
-    for p, d in zip(pos, split):
+    for p, d in zip(pos, split, strict=False):
         freqs = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
         angles.append(p[:, None] * freqs[None])
     a = torch.cat(angles, dim=1)
@@ -141,14 +141,14 @@ def heads_first(t, h):
 
 def hooks(grid, text, heads, ratio):
     frames, h, w = grid
-    n = frames * h * w
+    frames * h * w
     settings = MergeSettings(ratio=ratio)
 
     def around(merge, restore, pair):
         def hook(q, k, v):
             qf, kf, vf = flat(q), flat(k), flat(v)
             parts = [merge(t[:, text:]) for t in (qf, kf, vf)]
-            merged = [heads_first(torch.cat([t[:, :text], p], dim=1), heads) for t, p in zip((qf, kf, vf), parts)]
+            merged = [heads_first(torch.cat([t[:, :text], p], dim=1), heads) for t, p in zip((qf, kf, vf), parts, strict=False)]
             out = sdpa(*merged)
             return torch.cat([out[:, :text], restore(out[:, text:])], dim=1)
         return hook

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.attention_methods import Attention, mame, tome, tome_queries, todo
+from bench.attention_methods import Attention, mame, todo, tome, tome_queries
 from bench.photos import PHOTOS, photo_tokens, photo_tokens_hw
 from bench.timing import time_interleaved
 
@@ -89,14 +89,14 @@ def perplexity(inputs, attn) -> float:
 
 def interpolate(xs, ys, y_target):
     """x where the piecewise-linear y(x) first crosses y_target (None if it never does)."""
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=False), zip(xs[1:], ys[1:], strict=False), strict=False):
         if (y0 - y_target) * (y1 - y_target) <= 0 and y0 != y1:
             return x0 + (x1 - x0) * (y_target - y0) / (y1 - y0)
     return None
 
 
 def at(xs, ys, x):
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=False), zip(xs[1:], ys[1:], strict=False), strict=False):
         if x0 <= x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return None
@@ -214,7 +214,8 @@ def print_report(result):
     for row in result["sharpness"]:
         eq = row["mame at equal speed"]
         print(
-            f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {row['mame-qkv']:.4f} | {row['mame-qkv no size bias']:.4f} "
+            f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {row['mame-qkv']:.4f} "
+            f"| {row['mame-qkv no size bias']:.4f} "
             f"| {row['mame-kv']:.4f} | {row['tome']:.4f} | {row[TODO]:.4f} "
             f"| {row['mame-qkv'] / row['tome']:.2f}x | {_f(eq)} | {_f(None if eq is None else eq / row['tome'], '.2f')}x "
             f"| {_f(row['equal fidelity ratio'], '.3f')} | {_f(row['mame speed-up at equal fidelity'], '.2f')}x |"

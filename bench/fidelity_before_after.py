@@ -42,15 +42,19 @@ with torch.inference_mode():
         e = {"tome": [], "old": [], "new": []}
         for x in sq:
             ref = a(x)
-            for k, fn in (("tome", lambda: tome(a, x, 64, 64, 0.5)), ("old", lambda: old_mame(a, x, 64, 64)), ("new", lambda: mame(a, x, 64, 64, 0.5))):
-                e[k].append(float((fn() - ref).norm() / ref.norm()))
+            outputs = {"tome": tome(a, x, 64, 64, 0.5), "old": old_mame(a, x, 64, 64), "new": mame(a, x, 64, 64, 0.5)}
+            for k, out in outputs.items():
+                e[k].append(float((out - ref).norm() / ref.norm()))
         m = {k: statistics.fmean(v) for k, v in e.items()}
-        print(f"| {setup} | {qs:g} | {ppl:.0f} | {m['tome']:.4f} | {m['old']:.4f} | {m['old']/m['tome']:.2f}x | {m['new']:.4f} | {m['new']/m['tome']:.2f}x |", flush=True)
+        print(f"| {setup} | {qs:g} | {ppl:.0f} | {m['tome']:.4f} | {m['old']:.4f} | {m['old']/m['tome']:.2f}x "
+              f"| {m['new']:.4f} | {m['new']/m['tome']:.2f}x |", flush=True)
     # effective ratio per resolution, first engine vs Engine 2
     print("\n| grid (latent level) | first engine removed | Engine 2 removed |")
     print("| --- | --- | --- |")
     from mame_core import MergeSettings, merged_tokens_for
-    for h, w in [(104, 152), (52, 76), (26, 38), (112, 144), (56, 72), (28, 36), (80, 120), (40, 60), (20, 30), (96, 168), (48, 84), (24, 42), (12, 12)]:
+    grids = [(104, 152), (52, 76), (26, 38), (112, 144), (56, 72), (28, 36), (80, 120), (40, 60), (20, 30),
+             (96, 168), (48, 84), (24, 42), (12, 12)]
+    for h, w in grids:
         x = torch.zeros(1, h * w, 4)
         po = old.plan_merge(x, h, w, old.MergeSettings(ratio=0.5))
         print(f"| {h}x{w} | {1 - po.merged_tokens / (h * w):.1%} | {1 - merged_tokens_for(h, w, MergeSettings(ratio=0.5)) / (h * w):.1%} |")

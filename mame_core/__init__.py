@@ -10,9 +10,17 @@ Typical use inside a transformer block, with ``x`` the normed ``[B, N, C]`` toke
 """
 from .destinations import pattern_for
 from .grid import infer_grid, level_sizes
+from .merge import (
+    IdentityPlan,
+    MergePlan,
+    destinations_per_tile,
+    kept_per_tile,
+    merged_tokens_for,
+    plan_merge,
+    plan_seeded,
+    shift_for,
+)
 from .merge_map import MergeMap, describe_merges, draw_merge_map
-from .merge import IdentityPlan, MergePlan, destinations_per_tile, kept_per_tile, merged_tokens_for, plan_merge, plan_seeded, shift_for
-from .size_bias import add_size_channel
 from .schedule import (
     LEVEL_CHOICES,
     LEVELS,
@@ -25,6 +33,7 @@ from .schedule import (
     parse_rules,
 )
 from .settings import GATES, MODES, MaMeConfigError, MergeSettings
+from .size_bias import add_size_channel
 
 __all__ = [
     "add_size_channel",

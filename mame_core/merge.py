@@ -85,7 +85,7 @@ class MergePlan:
         c = x.shape[-1]
         out = [
             torch.matmul(p.weights.transpose(1, 2).to(x.dtype), t).reshape(self.batch, p.block.tiles * p.kept, c)
-            for p, t in zip(self.parts, tiles)
+            for p, t in zip(self.parts, tiles, strict=False)
         ]
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
@@ -229,7 +229,7 @@ def plan_merge(
     sim_dtype = _similarity_dtype(x.dtype)
     raw = tiling.split(x)
     parts, sizes = [], []
-    for block, tiles in zip(tiling.blocks, raw):
+    for block, tiles in zip(tiling.blocks, raw, strict=False):
         assign, weights, kept, size = _plan_block(tiles.to(sim_dtype), block, batch, settings, pattern)
         parts.append(BlockMerge(block, kept, assign.to(x.dtype), weights.to(x.dtype)))
         sizes.append(size)

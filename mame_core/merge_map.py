@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .destinations import cell_count, destination_mask, pattern_for
+from .destinations import cell_count, destination_mask
 from .merge import match_tiles, removed_per_tile, tiling_for
 from .settings import MergeSettings
 
@@ -57,7 +57,7 @@ def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, pa
     tiling = tiling_for(h, w, settings)
     labels = {name: [] for name in ("group", "dest", "merged", "above")}
     offset = 0
-    for block, tiles in zip(tiling.blocks, tiling.split(x)):
+    for block, tiles in zip(tiling.blocks, tiling.split(x), strict=False):
         t_count = block.tile_tokens
         removed = removed_per_tile(t_count, settings.ratio)
         kept = t_count - removed

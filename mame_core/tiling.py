@@ -61,7 +61,7 @@ class Tiling:
 
     @classmethod
     def fit(cls, frames: int, h: int, w: int, tile: tuple[int, int, int]) -> "Tiling":
-        per_axis = [segments(n, t) for n, t in zip((frames, h, w), tile)]
+        per_axis = [segments(n, t) for n, t in zip((frames, h, w), tile, strict=False)]
         blocks, first = [], 0
         for axes in itertools.product(*per_axis):
             block = Block(tuple(axes), first)
@@ -96,7 +96,7 @@ class Tiling:
         c = parts[0].shape[-1]
         b = parts[0].shape[0] // self.blocks[0].tiles
         grids = []
-        for block, part in zip(self.blocks, parts):
+        for block, part in zip(self.blocks, parts, strict=False):
             (sf, sy, sx) = block.axes
             g = part.reshape(b, sf.count, sy.count, sx.count, sf.size, sy.size, sx.size, c)
             g = g.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, sf.count * sf.size, sy.count * sy.size, sx.count * sx.size, c)

@@ -26,10 +26,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ..mame_core import MergeSettings, Schedule
-from .dit_inspect import IMAGE_LAST, TEXT_FIRST, DiTModel, family_name, inspect_dit, is_dit_like, token_grid, unsupported_reason
-from .merge_recorder import MergeRecorder
-
 from ..mame_core.block_step import BlockAddress, BlockStep
+from .dit_inspect import (
+    TEXT_FIRST,
+    DiTModel,
+    family_name,
+    inspect_dit,
+    is_dit_like,
+    token_grid,
+    unsupported_reason,
+)
+from .merge_recorder import MergeRecorder
 
 log = logging.getLogger("comfyui-mame")
 
@@ -129,7 +136,9 @@ class DiTMerge:
     # -- ComfyUI entry points ----------------------------------------------------------------
 
     def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
-                            transformer_options={}, **kwargs):
+                            transformer_options=None, **kwargs):
+        if transformer_options is None:
+            transformer_options = {}
         try:
             grid = token_grid(x.shape, self.model.patch)
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
@@ -288,9 +297,9 @@ def patch_dit(model_patcher, settings: MergeSettings, schedule: Schedule, seed: 
         reason = unsupported_reason(model_patcher) or f"{family_name(model_patcher)} (a model family MaMe does not know)"
         log.warning("MaMe: %s is not supported; passing it through unchanged", reason)
         return model_patcher
-    from .model_inspect import model_sampling
-
     import comfy.patcher_extension as extension
+
+    from .model_inspect import model_sampling
 
     schedule = dataclasses.replace(schedule, levels=None)  # levels are a UNet notion: every DiT block is level 1
     patched = model_patcher.clone()

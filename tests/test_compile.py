@@ -1,7 +1,7 @@
 """plan + merge + restore trace as one graph, and a new pattern value does not recompile."""
 import torch
-
 from conftest import seeded
+
 from mame_core import MergeSettings, pattern_for, plan_merge
 
 

@@ -8,7 +8,6 @@ import logging
 
 import pytest
 import torch
-
 from conftest import seeded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
@@ -60,6 +59,7 @@ def mame(host, model, ratio=0.5, mode="qkv", start=0.0, end=1.0, seed=0, overrid
 
 def sample(model, family, steps=2, cfg=2.0, shape=None, noise_seed=0, batch=1):
     import comfy.sample
+
     from embedded_host.dit_models import conditioning
 
     shape = tuple(shape or LATENTS[family])
@@ -110,7 +110,7 @@ def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, 
     assert merged < n
     assert len(counter.calls) == len(full_calls) == ATTENTION_CALLS[family]
     assert {b for b, _, _ in counter.calls} == {2}  # cond and uncond in one CFG batch
-    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full_calls, counter.calls):
+    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full_calls, counter.calls, strict=False):
         assert b == b2
         if k_full != q_full:  # Wan's cross-attention to the text: untouched
             assert family == "wan" and (q_len, k_len) == (q_full, k_full) == (n, CONTEXT_TOKENS)
@@ -152,6 +152,7 @@ def test_cfg_batch_rows_merge_independently(host, models):
     both = sample(model, "flux", batch=2)  # 2 latents x (cond, uncond) in one model call
     noise = torch.randn((2,) + LATENTS["flux"][1:], generator=seeded(0))
     import comfy.sample
+
     from embedded_host.dit_models import conditioning
 
     for row in range(2):

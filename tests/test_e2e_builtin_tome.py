@@ -7,9 +7,9 @@ half of the claim stops being true.
 """
 import pytest
 import torch
+from test_e2e_model_layouts import build, sample
 
 from embedded_host.inprocess import comfy_host
-from test_e2e_model_layouts import build, sample
 
 pytestmark = pytest.mark.e2e
 

@@ -1,8 +1,8 @@
 """The invariants of the design note, each pinned by a test, for the region-matching engine."""
 import pytest
 import torch
-
 from conftest import seeded
+
 from mame_core import IdentityPlan, MergeSettings, merged_tokens_for, pattern_for, plan_merge, plan_seeded
 from mame_core.destinations import cell_count, destination_mask
 from mame_core.merge import removed_per_tile, tiling_for

@@ -1,8 +1,8 @@
 """describe_merges / draw_merge_map: the labels are the plan's own groups, computed on the host."""
 import torch
+from conftest import seeded
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import seeded
 from mame_core import MergeSettings, describe_merges, draw_merge_map, plan_merge
 
 

@@ -1,8 +1,8 @@
 """Plan, merge and restore run only dense, sync-free ops, in every mode, gate, dtype and grid."""
 import pytest
 import torch
-
 from conftest import seeded
+
 from mame_core import MergeSettings, pattern_for, plan_merge
 from op_audit import ForbiddenOpError, HostSyncError, OpRecorder, audited
 

@@ -1,10 +1,10 @@
 """Property tests over random grids, batches, tiles, ratios and dtypes; an identity "merge"
 would fail them (the token count is the one the ratio asks for, and merging changes tokens)."""
 import torch
+from conftest import seeded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import seeded
 from mame_core import MergeSettings, merged_tokens_for, plan_seeded
 from mame_core.merge import removed_per_tile, tiling_for
 

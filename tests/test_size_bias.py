@@ -2,8 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import seeded
+
 from mame_core.size_bias import add_size_channel, biased_attention_reference
 
 
