@@ -49,3 +49,19 @@ def test_speed_benchmark_attention_timer_sees_reduced_attention():
         remove_mame(unet)
     assert seen == [64 * destinations_per_tile(64, 0.7)]  # the timed layer ran on the merged tokens
     assert full > 0 and timer.take() > 0
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ("fpu sse avx2 avx512f avx512_bf16", "bfloat16"),
+    ("fpu sse avx2 amx_bf16 amx_tile", "bfloat16"),
+    ("fpu sse avx2 fma", "float32"),  # e.g. an AVX2-only EPYC: bf16 conv would be emulated
+])
+def test_benchmarks_pick_the_dtype_the_cpu_runs_natively(tmp_path, flags, expected, capsys):
+    from bench.timing import native_dtype, pick_dtype
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    name, why = native_dtype("cpu", str(cpuinfo))
+    assert name == expected and ("avx512_bf16" in why or "amx_bf16" in why)
+    assert pick_dtype("float16") == "float16"  # --dtype overrides
+    assert "dtype: float16 (--dtype)" in capsys.readouterr().out
