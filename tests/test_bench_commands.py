@@ -65,3 +65,19 @@ def test_benchmarks_pick_the_dtype_the_cpu_runs_natively(tmp_path, flags, expect
     assert name == expected and ("avx512_bf16" in why or "amx_bf16" in why)
     assert pick_dtype("float16") == "float16"  # --dtype overrides
     assert "dtype: float16 (--dtype)" in capsys.readouterr().out
+
+
+def test_compile_speed_command_runs_and_compiles_one_graph_per_model(tmp_path, capsys):
+    from bench import compile_speed
+    from bench.random_pipeline import TINY_UNET
+
+    config = dict(TINY_UNET, layers_per_block=1, block_out_channels=(32, 64),
+                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    out = tmp_path / "compile.json"
+    compile_speed.main(["--config", json.dumps(config), "--size", "128", "--backend", "eager", "--rounds", "2",
+                        "--dtype", "float32", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["graphs"] == {"baseline": 1, "mame": 1}  # 8 different timesteps, no recompilation
+    assert [r["setting"] for r in result["rows"]] == [
+        "eager baseline", "eager MaMe r0.5", "compiled baseline (eager)", "compiled MaMe r0.5 (eager)"]
+    assert "| compiled MaMe r0.5 (eager) |" in capsys.readouterr().out
