@@ -9,6 +9,8 @@ attention. The baselines are labelled by what they are:
   queries are merged; keys and values stay full length.
 * ``todo``: ToDo-style key/value downsampling, this project's small re-implementation:
   average pooling of the key/value token grid (2x1 for ratio 0.5, 2x2 for 0.75).
+* ``mame-qkv`` / ``mame-kv``: this project, at its defaults, with proportional attention
+  (the plan's ``key_log_size`` through :func:`mame_core.size_bias.add_size_channel`).
 """
 from __future__ import annotations
 
@@ -18,12 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from mame_core import MergeSettings, plan_seeded
+from mame_core.size_bias import add_size_channel
 
 
 class Attention(torch.nn.Module):
     """q/k/v/out projections and multi-head SDPA; ``kv`` may differ from the query tokens."""
 
-    def __init__(self, channels: int, heads: int, generator: torch.Generator, query_scale: float = 1.0):
+    def __init__(self, channels: int, heads: int, generator: torch.Generator, query_scale: float = 1.0,
+                 shared_qk: bool = False):
+        """``query_scale`` sharpens attention. ``shared_qk``: the key projection is the query
+        projection (unscaled), so every head scores self-similarity: a query attends most to the
+        tokens that resemble it, and near-duplicate tokens get near-equal weights."""
         super().__init__()
         self.heads = heads
         self.proj = torch.nn.ModuleList(torch.nn.Linear(channels, channels, bias=False) for _ in range(4))
@@ -31,20 +38,46 @@ class Attention(torch.nn.Module):
             for i, layer in enumerate(self.proj):
                 scale = query_scale if i == 0 else 1.0
                 layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * scale / math.sqrt(channels))
+            if shared_qk:
+                self.proj[1].weight.copy_(self.proj[0].weight / query_scale)
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, key_log_size=None) -> torch.Tensor:
         kv = x if kv is None else kv
         b, n, c = x.shape
-        split = lambda t: t.reshape(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(self.proj[0](x)), split(self.proj[1](kv)), split(self.proj[2](kv)))
-        return self.proj[3](out.transpose(1, 2).reshape(b, n, c))
+        q, k, v = self.proj[0](x), self.proj[1](kv), self.proj[2](kv)
+        back = None
+        if key_log_size is not None:
+            q, k, v, back = add_size_channel(q, k, v, key_log_size.to(q.dtype), self.heads)
+        width = q.shape[-1] // self.heads
+        split = lambda t: t.reshape(b, t.shape[1], self.heads, width).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(b, n, -1)
+        return self.proj[3](out if back is None else back(out))
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """The keys averaged over heads, ``[B, N, C/heads]`` (ToMe's similarity metric)."""
+        b, n, c = x.shape
+        return self.proj[1](x).reshape(b, n, self.heads, c // self.heads).mean(dim=2)
+
+    def perplexity(self, x: torch.Tensor) -> float:
+        """Mean over heads and rows of exp(entropy) of the attention rows: how many tokens a
+        query effectively attends to."""
+        b, n, c = x.shape
+        split = lambda t: t.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        q, k = split(self.proj[0](x)), split(self.proj[1](x))
+        p = torch.softmax(q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5, dim=-1)
+        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+        return float(torch.exp(entropy).mean())
 
 
-def mame(attn, x, h, w, ratio, mode="qkv", seed=0, **settings):
-    plan = plan_seeded(x, h, w, MergeSettings(ratio=ratio, mode=mode, **settings), seed, "bench")
+def mame(attn, x, h, w, ratio, mode="qkv", seed=0, size_bias=True, metric="input", **settings):
+    """MaMe around ``attn``. metric: ``input`` (the block input, what the hosts pass) or
+    ``keys`` (keys averaged over heads, what ToMe uses); size_bias: proportional attention."""
+    plan_on = x if metric == "input" else attn.keys(x)
+    plan = plan_seeded(plan_on, h, w, MergeSettings(ratio=ratio, mode=mode, **settings), seed, "bench")
+    bias = plan.key_log_size if size_bias else None
     if mode == "qkv":
-        return plan.restore(attn(plan.merge(x)))
-    return attn(x, plan.merge(x))
+        return plan.restore(attn(plan.merge(x), key_log_size=bias))
+    return attn(x, plan.merge(x), key_log_size=bias)
 
 
 def _tome_functions(x, h, w, ratio, seed=0):

@@ -1,14 +1,22 @@
-"""Fidelity benchmark: how far each method's attention output is from full attention on
-token grids made from real photographs, at equal merge ratio, and what it costs.
+"""Fidelity benchmark: how far each method's attention output is from full attention on token
+grids made from real photographs, at equal token count and at equal layer speed.
 
-Reports, averaged over the photos:
-* relative L2 error of the restored layer output against full attention, per method and
-  ratio, at 64x64 tokens (SD at 512 px) and 128x128 (1024 px);
-* the layer speed-up each method achieves at 64x64, merge overhead included, so error can
-  be read against speed;
-* for MaMe across τ: error and the high-frequency energy of the output relative to full
-  attention (a Laplacian over the token grid), to test "higher τ keeps detail";
-* the tuning sweep behind the defaults (tile, temperature, gate).
+Attention is one self-attention layer (q/k/v/out projections, 8 heads, C=320). Its sharpness
+is set by scaling the query projection and reported as the mean row perplexity (exp of the
+entropy of an attention row: how many tokens a query effectively attends to). The metric is
+the relative L2 error of the layer output against full attention, averaged over photos.
+
+Methods (bench/attention_methods.py): MaMe at its shipped defaults (with proportional
+attention), tomesd's own matcher (``tome``), ComfyUI's queries-only scheme (``tome-q``) and
+this project's 2x1 key/value pooling in the style of ToDo (``todo``).
+
+Tables, one run each:
+1. ratio 0.5, equal token count: 64x64 diffuse, 64x64 sharp, 128x128, a non-divisible 52x76;
+2. sharpness sweep at 64x64 down to a perplexity of about 10;
+3. equal layer speed: the MaMe ratio whose layer time (merge cost included) equals tomesd's
+   at ratio 0.5, and MaMe's error there; and the equal-fidelity ratio: the MaMe ratio whose
+   error equals tomesd's at ratio 0.5, with MaMe's layer speed-up there;
+4. variants of the engine that were measured to choose the defaults.
 
 Usage: python -m bench.fidelity [--quick] [--out bench/results/fidelity.json]
 """
@@ -21,124 +29,206 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from bench.attention_methods import Attention, mame, methods
-from bench.photos import PHOTOS, photo_tokens
+from bench.attention_methods import Attention, mame, tome, tome_queries, todo
+from bench.photos import PHOTOS, photo_tokens, photo_tokens_hw
 from bench.timing import time_interleaved
 
-RATIOS = (0.3, 0.5, 0.7, 0.75)
+TODO = "todo (this project's 2x1 pooling)"
+# (set-up, query scale): "independent" q/k projections (the earlier benchmark's set-up) and
+# "self-similarity" heads (the key projection is the query projection): the second reaches
+# lower perplexities, because near-duplicate tokens get near-equal weights.
+SHARPNESS = (("independent", 1.0), ("independent", 4.0), ("independent", 16.0), ("independent", 64.0),
+             ("self-similarity", 1.0), ("self-similarity", 8.0), ("self-similarity", 64.0),
+             ("self-similarity", 512.0))
+SPEED_RATIOS = (0.4, 0.5, 0.6, 0.7)
+VARIANT_SETUPS = (("independent", 4.0), ("independent", 64.0), ("self-similarity", 8.0), ("self-similarity", 64.0))
+VARIANTS = {
+    "defaults (8x8 regions, block input, size bias, tau -1)": {},
+    "no size bias": {"size_bias": False},
+    "4x4 regions": {"tile": 4},
+    "16x16 regions": {"tile": 16},
+    "similarity on keys (mean over heads)": {"metric": "keys"},
+    "tau 0.5 (hard)": {"threshold": 0.5},
+    "tau 0.9 (hard)": {"threshold": 0.9},
+    "mode kv": {"mode": "kv"},
+}
 
 
 def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     return float((y - ref).norm() / ref.norm())
 
 
-def high_freq_energy(y: torch.Tensor, side: int) -> float:
-    grid = y[0].T.reshape(1, -1, side, side)
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).expand(grid.shape[1], 1, 3, 3)
-    return float(F.conv2d(grid, kernel, groups=grid.shape[1]).pow(2).mean())
+def methods(ratio: float) -> dict:
+    return {
+        "mame-qkv": lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv"),
+        "mame-kv": lambda a, x, h, w: mame(a, x, h, w, ratio, "kv"),
+        "tome": lambda a, x, h, w: tome(a, x, h, w, ratio),
+        "tome-q": lambda a, x, h, w: tome_queries(a, x, h, w, ratio),
+        TODO: lambda a, x, h, w: todo(a, x, h, w, ratio),
+    }
 
 
-def errors_for(photos, grid, attn, ratios):
-    table: dict[str, dict[float, list[float]]] = {}
-    for name in photos:
-        x = photo_tokens(name, grid)
+def attention(scale: float, setup: str = "independent") -> Attention:
+    return Attention(320, 8, torch.Generator().manual_seed(0), query_scale=scale,
+                     shared_qk=setup == "self-similarity").eval()
+
+
+def mean_errors(inputs, attn, fns) -> dict[str, float]:
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for x, h, w in inputs:
         ref = attn(x)
-        for ratio in ratios:
-            for method, fn in methods(ratio).items():
-                table.setdefault(method, {}).setdefault(ratio, []).append(rel_error(fn(attn, x, grid, grid), ref))
-    return {m: {r: statistics.fmean(v) for r, v in by_ratio.items()} for m, by_ratio in table.items()}
+        for name, fn in fns.items():
+            out[name].append(rel_error(fn(attn, x, h, w), ref))
+    return {name: statistics.fmean(v) for name, v in out.items()}
 
 
-def layer_speedups(attn, grid, ratios, rounds):
-    x = photo_tokens("astronaut", grid).expand(2, -1, -1).contiguous()  # batch 2, as with CFG
-    out = {}
-    for ratio in ratios:
-        cases = {"full": lambda: attn(x)}
-        cases.update({m: (lambda fn=fn: fn(attn, x, grid, grid)) for m, fn in methods(ratio).items()})
-        t = time_interleaved(cases, rounds=rounds)
-        out[ratio] = {m: t["full"]["median"] / v["median"] for m, v in t.items() if m != "full"}
-    return out
+def perplexity(inputs, attn) -> float:
+    return statistics.fmean(attn.perplexity(x) for x, _, _ in inputs)
 
 
-def tau_sweep(photos, grid, attn, taus):
-    rows = []
-    for tau in taus:
-        errs, hf = [], []
-        for name in photos:
-            x = photo_tokens(name, grid)
-            ref = attn(x)
-            y = mame(attn, x, grid, grid, 0.5, "qkv", threshold=tau)
-            errs.append(rel_error(y, ref))
-            hf.append(high_freq_energy(y, grid) / high_freq_energy(ref, grid))
-        rows.append({"tau": tau, "error": statistics.fmean(errs), "hf_ratio": statistics.fmean(hf)})
-    return rows
+def interpolate(xs, ys, y_target):
+    """x where the piecewise-linear y(x) first crosses y_target (None if it never does)."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if (y0 - y_target) * (y1 - y_target) <= 0 and y0 != y1:
+            return x0 + (x1 - x0) * (y_target - y0) / (y1 - y0)
+    return None
 
 
-def tuning_sweep(photos, grid, attn):
-    rows = []
-    variants = [dict(tile=t) for t in (4, 8, 16)] + [dict(temperature=t) for t in (0.002, 0.005, 0.02, 0.05)]
-    variants += [dict(gate="sigmoid"), dict(gate="sigmoid", gate_width=0.05)]
-    for variant in variants:
-        errs = []
-        for name in photos:
-            x = photo_tokens(name, grid)
-            errs.append(rel_error(mame(attn, x, grid, grid, 0.5, "qkv", **variant), attn(x)))
-        rows.append({"variant": variant, "error": statistics.fmean(errs)})
-    return rows
+def at(xs, ys, x):
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def layer_speedups(x, side, rounds):
+    attn = attention(4.0)
+    cases = {"full": lambda: attn(x), "tome r=0.5": lambda: tome(attn, x, side, side, 0.5)}
+    for r in SPEED_RATIOS:
+        cases[f"mame r={r}"] = lambda r=r: mame(attn, x, side, side, r)
+    t = time_interleaved(cases, rounds=rounds)
+    return {name: t["full"]["median"] / v["median"] for name, v in t.items() if name != "full"}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 photos, no 128x128 grid, fewer rounds")
+    p.add_argument("--quick", action="store_true", help="2 photos, no 128x128 grid, fewer rounds")
+    p.add_argument("--text", default=None, help="also write the printed report here")
     p.add_argument("--out", default="bench/results/fidelity.json")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    photos = PHOTOS[:3] if args.quick else PHOTOS
-    gen = torch.Generator().manual_seed(0)
-    attn_sharp = Attention(320, 8, gen, query_scale=4.0).eval()
-    attn_diffuse = Attention(320, 8, torch.Generator().manual_seed(1)).eval()
+    photos = PHOTOS[:2] if args.quick else PHOTOS[:3]
     started = time.time()
     result = {"photos": list(photos), "machine": f"{torch.get_num_threads()} CPU threads", "torch": torch.__version__}
+    square = [(photo_tokens(n, 64), 64, 64) for n in photos]
     with torch.inference_mode():
-        result["error_64_sharp"] = errors_for(photos, 64, attn_sharp, RATIOS)
-        result["error_64_diffuse"] = errors_for(photos, 64, attn_diffuse, (0.5,))
+        cases = {
+            "64x64 diffuse (query scale 1)": (square, 1.0),
+            "64x64 sharp (query scale 4)": (square, 4.0),
+            "52x76 non-divisible (query scale 4)": ([(photo_tokens_hw(n, 52, 76), 52, 76) for n in photos], 4.0),
+        }
         if not args.quick:
-            result["error_128_sharp"] = errors_for(photos[:4], 128, attn_sharp, (0.5,))
-        result["layer_speedup_64"] = layer_speedups(attn_sharp, 64, (0.5, 0.75) if args.quick else RATIOS,
-                                                    3 if args.quick else 5)
-        result["tau_sweep"] = tau_sweep(photos, 64, attn_sharp, (-1.0, 0.0, 0.3, 0.5, 0.7, 0.9, 0.99))
-        result["tuning"] = tuning_sweep(photos, 64, attn_sharp)
+            cases["128x128 (query scale 4)"] = ([(photo_tokens(n, 128), 128, 128) for n in photos[:2]], 4.0)
+        result["equal_tokens"] = {}
+        for name, (inputs, scale) in cases.items():
+            attn = attention(scale)
+            row = mean_errors(inputs, attn, methods(0.5))
+            row["perplexity"] = perplexity(inputs, attn)
+            result["equal_tokens"][name] = row
+            print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
+
+        sweep = []
+        for setup, scale in SHARPNESS:
+            attn = attention(scale, setup)
+            fns = {**methods(0.5), "mame-qkv no size bias": lambda a, x, h, w: mame(a, x, h, w, 0.5, size_bias=False)}
+            fns.pop("tome-q")
+            row = {"setup": setup, "query_scale": scale, "perplexity": perplexity(square, attn),
+                   **mean_errors(square, attn, fns)}
+            row["mame by ratio"] = {
+                r: mean_errors(square, attn, {"m": lambda a, x, h, w, r=r: mame(a, x, h, w, r)})["m"] for r in SPEED_RATIOS
+            }
+            sweep.append(row)
+            print(f"{setup} scale {scale}: perplexity {row['perplexity']:.0f} mame {row['mame-qkv']:.4f} tome {row['tome']:.4f}",
+                  flush=True)
+        result["sharpness"] = sweep
+
+        speed_x = photo_tokens(photos[0], 64).expand(2, -1, -1).contiguous()  # batch 2, as with CFG
+        speed = layer_speedups(speed_x, 64, 3 if args.quick else 7)
+        result["layer_speedup_64"] = speed
+        mame_speed = [speed[f"mame r={r}"] for r in SPEED_RATIOS]
+        equal_speed_ratio = interpolate(list(SPEED_RATIOS), mame_speed, speed["tome r=0.5"])
+        result["equal_speed_ratio"] = equal_speed_ratio
+        for row in sweep:
+            errs = [row["mame by ratio"][r] for r in SPEED_RATIOS]
+            row["mame at equal speed"] = None if equal_speed_ratio is None else at(list(SPEED_RATIOS), errs, equal_speed_ratio)
+            fid = interpolate(list(SPEED_RATIOS), errs, row["tome"])
+            row["equal fidelity ratio"] = fid
+            row["mame speed-up at equal fidelity"] = None if fid is None else at(list(SPEED_RATIOS), mame_speed, fid)
+
+        variants = []
+        for setup, scale in VARIANT_SETUPS:
+            attn = attention(scale, setup)
+            fns = {name: (lambda a, x, h, w, kw=kw: mame(a, x, h, w, 0.5, **kw)) for name, kw in VARIANTS.items()}
+            fns["tome"] = lambda a, x, h, w: tome(a, x, h, w, 0.5)
+            variants.append({"setup": setup, "query_scale": scale, "perplexity": perplexity(square[:2], attn),
+                             **mean_errors(square[:2], attn, fns)})
+        result["variants"] = variants
     result["seconds"] = round(time.time() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print_report(result)
     print(f"\nwrote {args.out} ({result['seconds']} s)")
+    if args.text:
+        import contextlib
+        import io
+
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            print(f"python -m bench.fidelity --out {args.out} --text {args.text}  ({result['seconds']} s, "
+                  f"{result['machine']}, torch {result['torch']}, photos {', '.join(result['photos'])})")
+            print_report(result)
+        Path(args.text).write_text(buffer.getvalue())
+
+
+def _f(v, fmt=".4f"):
+    return "-" if v is None else format(v, fmt)
 
 
 def print_report(result):
-    for key in ("error_64_sharp", "error_64_diffuse", "error_128_sharp"):
-        if key not in result:
-            continue
-        table = result[key]
-        ratios = sorted({float(r) for by in table.values() for r in by})
-        print(f"\n{key}: relative error vs full attention (mean of {len(result['photos'])} photos)")
-        print("| method | " + " | ".join(f"r={r:g}" for r in ratios) + " |")
-        print("| --- |" + " --- |" * len(ratios))
-        for method, by in table.items():
-            cells = [f"{by[r]:.4f}" if r in by else "-" for r in ratios]
-            print(f"| {method} | " + " | ".join(cells) + " |")
-    print("\nlayer speed-up at 64x64 tokens, batch 2 (merge overhead included)")
-    for ratio, by in result["layer_speedup_64"].items():
-        print(f"r={ratio}: " + ", ".join(f"{m} {v:.2f}x" for m, v in by.items()))
-    print("\nMaMe qkv r=0.5 across tau: | tau | error | HF energy vs full |")
-    for row in result["tau_sweep"]:
-        print(f"| {row['tau']:g} | {row['error']:.4f} | {row['hf_ratio']:.3f} |")
-    print("\ntuning at r=0.5 (defaults: tile 8, temperature 0.005, hard gate, tau 0.5)")
-    for row in result["tuning"]:
-        print(f"| {row['variant']} | {row['error']:.4f} |")
+    print(f"\n## 1. Ratio 0.5, equal token count (mean of {len(result['photos'])} photos; 128x128: 2)")
+    names = [k for k in next(iter(result["equal_tokens"].values())) if k != "perplexity"]
+    print("| grid | perplexity | " + " | ".join(names) + " | mame-qkv / tome |")
+    print("| --- | --- |" + " --- |" * (len(names) + 1))
+    for grid, row in result["equal_tokens"].items():
+        cells = " | ".join(_f(row[n]) for n in names)
+        print(f"| {grid} | {row['perplexity']:.0f} | {cells} | {row['mame-qkv'] / row['tome']:.2f}x |")
+
+    print("\n## 2. Sharpness sweep, 64x64, ratio 0.5 (equal token count) and equal layer speed")
+    r = result["equal_speed_ratio"]
+    print(f"equal layer speed: MaMe at ratio {_f(r, '.3f')} runs the layer as fast as tomesd at 0.5 (merge cost included)")
+    print("| set-up | query scale | perplexity | mame-qkv | mame no size bias | mame-kv | tome | todo (2x1 pooling) "
+          "| mame/tome | mame at equal speed | /tome | equal-fidelity ratio | mame speed-up there |")
+    print("| --- |" * 13)
+    for row in result["sharpness"]:
+        eq = row["mame at equal speed"]
+        print(
+            f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {row['mame-qkv']:.4f} | {row['mame-qkv no size bias']:.4f} "
+            f"| {row['mame-kv']:.4f} | {row['tome']:.4f} | {row[TODO]:.4f} "
+            f"| {row['mame-qkv'] / row['tome']:.2f}x | {_f(eq)} | {_f(None if eq is None else eq / row['tome'], '.2f')}x "
+            f"| {_f(row['equal fidelity ratio'], '.3f')} | {_f(row['mame speed-up at equal fidelity'], '.2f')}x |"
+        )
+    print("\nlayer speed-up at 64x64, batch 2, query scale 4 (merge cost included):")
+    print(", ".join(f"{k} {v:.2f}x" for k, v in result["layer_speedup_64"].items()))
+
+    print("\n## 4. Variants at ratio 0.5 (64x64, 2 photos)")
+    names = [k for k in result["variants"][0] if k not in ("setup", "query_scale", "perplexity")]
+    print("| variant | " + " | ".join(f"{v['setup']} x{v['query_scale']:g} (ppl {v['perplexity']:.0f})"
+                                     for v in result["variants"]) + " |")
+    print("| --- |" + " --- |" * len(result["variants"]))
+    for n in names:
+        print(f"| {n} | " + " | ".join(f"{v[n]:.4f} ({v[n] / v['tome']:.2f}x)" for v in result["variants"]) + " |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tile", type=int, default=None, help="tile side (default: MergeSettings' default)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     side = math.isqrt(args.tokens)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     gen = torch.Generator().manual_seed(0)
     attn = SelfAttention(args.channels, 8, gen).to(args.device, dtype).eval()
     x = torch.randn(args.batch, args.tokens, args.channels, generator=gen).to(args.device, dtype)
-    settings = MergeSettings(ratio=args.ratio)
+    settings = MergeSettings(ratio=args.ratio) if args.tile is None else MergeSettings(ratio=args.ratio, tile=args.tile)
     plan = plan_seeded(x, side, side, settings, 0, "bench")
     merged = plan.merge(x)
 
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     saved = med["full"] - med["attn-merged"]
     print(
         f"N={args.tokens} C={args.channels} batch={args.batch} ratio={args.ratio} "
-        f"({plan.merged_tokens} tokens after merge) {args.dtype} on {args.device}, {args.rounds} rounds"
+        f"({plan.merged_tokens} tokens after merge) tile {settings.tile} {args.dtype} on {args.device}, "
+        f"{args.rounds} rounds"
     )
     print(f"{'case':<16}{'min ms':>10}{'median ms':>12}")
     for name, r in res.items():

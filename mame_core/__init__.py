@@ -3,13 +3,16 @@
 Typical use inside a transformer block, with ``x`` the normed ``[B, N, C]`` tokens on an
 ``h x w`` grid::
 
-    plan = plan_seeded(x, h, w, MergeSettings(ratio=0.5), seed, "input_1", step)
-    y = plan.restore(self_attention(plan.merge(x)))      # mode "qkv"
+    plan = plan_merge(x, h, w, MergeSettings(ratio=0.5), pattern)   # pattern: int or 0-dim tensor
+    q, k, v = ...projections of plan.merge(x)...
+    q, k, v, back = add_size_channel(q, k, v, plan.key_log_size, heads)  # proportional attention
+    y = plan.restore(out_proj(back(attention(q, k, v))))                   # mode "qkv"
 """
-from .destinations import destination_indices, pattern_for, seeded_shift
+from .destinations import pattern_for
 from .grid import infer_grid, level_sizes
 from .merge_map import MergeMap, describe_merges, draw_merge_map
-from .merge import IdentityPlan, MergePlan, destinations_per_tile, plan_merge, plan_seeded, shift_for
+from .merge import IdentityPlan, MergePlan, destinations_per_tile, kept_per_tile, merged_tokens_for, plan_merge, plan_seeded, shift_for
+from .size_bias import add_size_channel
 from .schedule import (
     LEVEL_CHOICES,
     LEVELS,
@@ -24,6 +27,7 @@ from .schedule import (
 from .settings import GATES, MODES, MaMeConfigError, MergeSettings
 
 __all__ = [
+    "add_size_channel",
     "GATES",
     "LEVELS",
     "LEVEL_CHOICES",
@@ -38,9 +42,10 @@ __all__ = [
     "Rule",
     "Schedule",
     "check_window",
-    "destination_indices",
     "describe_merges",
     "destinations_per_tile",
+    "kept_per_tile",
+    "merged_tokens_for",
     "draw_merge_map",
     "infer_grid",
     "level_sizes",
@@ -49,6 +54,5 @@ __all__ = [
     "pattern_for",
     "plan_merge",
     "plan_seeded",
-    "seeded_shift",
     "shift_for",
 ]

@@ -1,77 +1,44 @@
-"""Where the destination tokens sit inside a tile.
+"""Which tokens of a tile are destinations, for a given pattern number.
 
-Destinations follow an ordered-dither (Bayer) ranking of the tile's positions: the first
-``k`` positions of that ranking are spread evenly over the tile for every ``k``. A shift
-``(dy, dx)`` rolls the ranking cyclically, so different calls pick different but equally
-even patterns. All of this is host-side bookkeeping on small Python ints; the device only
-ever sees the resulting one-hot selection matrix.
+Every 2x2 cell of a tile (2x2x2 on video tiles; cells at an odd edge are smaller) gets one
+destination, at an offset inside the cell drawn from an integer hash of (pattern, tile,
+cell), so the choice varies across tiles, blocks and steps. When the ratio asks for fewer
+destinations than cells (ratio > 3/4), the cells keep theirs in ordered-dither (Bayer)
+order, so the survivors stay evenly spread.
+
+Everything is computed from ``arange`` with integer ops, comparisons and cumulative sums:
+the pattern may be a 0-dim tensor, no host sync happens, no tensor is built from a Python
+list, and a compiled graph serves every pattern value. :func:`pattern_for` is the
+host-side hash that callers outside compiled regions use to pick a pattern.
 """
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 
 import torch
 
-
-def _bayer(order: int) -> list[list[int]]:
-    """Ranks 0..n*n-1 of an ``n x n`` ordered-dither matrix, ``n = 2**order``."""
-    ranks = [[0]]
-    for _ in range(order):
-        size = len(ranks)
-        grown = [[0] * (2 * size) for _ in range(2 * size)]
-        for y in range(size):
-            for x in range(size):
-                r = 4 * ranks[y][x]
-                grown[y][x] = r
-                grown[y][x + size] = r + 2
-                grown[y + size][x] = r + 3
-                grown[y + size][x + size] = r + 1
-        ranks = grown
-    return ranks
+_M = 2**31
 
 
-def pattern_period(th: int, tw: int) -> int:
-    """Side of the Bayer matrix that covers a ``th x tw`` tile (a power of two)."""
-    return 1 << max(0, (max(th, tw) - 1).bit_length())
+def pattern_for(seed: int, *keys: object) -> int:
+    """A reproducible non-negative pattern number from a seed and call keys (host side).
+
+    A keyed hash (blake2b) rather than any RNG: the same in every process, and torch's
+    global random state is never touched."""
+    text = "|".join(str(k) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
-@lru_cache(maxsize=256)
-def destination_indices(th: int, tw: int, k: int, dy: int = 0, dx: int = 0) -> tuple[int, ...]:
-    """Raster indices inside a ``th x tw`` tile of its ``k`` destinations, ascending."""
-    if not 1 <= k <= th * tw:
-        raise ValueError(f"k must be in [1, {th * tw}] for a {th}x{tw} tile, got {k}")
-    period = pattern_period(th, tw)
-    bayer = _bayer(period.bit_length() - 1)
-    ranked = sorted(
-        range(th * tw),
-        key=lambda i: (bayer[(i // tw + dy) % period][(i % tw + dx) % period], i),
-    )
-    return tuple(sorted(ranked[:k]))
-
-
-_SELECTION_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def selection_matrix(
-    th: int, tw: int, k: int, shift: tuple[int, int], device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """One-hot ``E`` of shape ``[T, k]`` with ``E[i, j] = 1`` when token i is destination j."""
-    key = (th, tw, k, shift, str(device), dtype)
-    cached = _SELECTION_CACHE.get(key)
-    if cached is None:
-        rows = destination_indices(th, tw, k, *shift)
-        eye = [[1.0 if i == r else 0.0 for r in rows] for i in range(th * tw)]
-        cached = torch.tensor(eye, dtype=dtype, device=device)
-        if len(_SELECTION_CACHE) > 512:
-            _SELECTION_CACHE.clear()
-        _SELECTION_CACHE[key] = cached
-    return cached
+def _mix(v: torch.Tensor) -> torch.Tensor:
+    """A small integer hash on int64 values in [0, 2**31) (products stay below 2**62)."""
+    v = (v * 1103515245 + 12345) % _M
+    v = v ^ (v >> 16)
+    v = (v * 48271 + 11) % _M
+    return v ^ (v >> 13)
 
 
 def bayer_rank(ys: torch.Tensor, xs: torch.Tensor, period: int) -> torch.Tensor:
-    """The ordered-dither rank of integer positions (same order as :func:`_bayer`), from
-    integer ops only, so it can be computed on the device inside a compiled graph."""
+    """Ordered-dither rank of integer positions in a ``period x period`` matrix (a power of two)."""
     rank = torch.zeros_like(ys)
     bits = period.bit_length() - 1
     for b in range(bits):
@@ -81,42 +48,45 @@ def bayer_rank(ys: torch.Tensor, xs: torch.Tensor, period: int) -> torch.Tensor:
     return rank
 
 
-def pattern_selection(th: int, tw: int, k: int, pattern, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The ``[T, k]`` one-hot selection of the destinations for ``pattern`` (an int or a
-    0-dim integer tensor; pattern ``p`` is the shift ``(p // period % period, p % period)``).
-
-    Built from ``arange`` with comparisons and a cumulative sum: no host sync, no tensor
-    from a Python list, and a compiled graph serves every pattern value."""
-    period = pattern_period(th, tw)
-    if not isinstance(pattern, torch.Tensor):
-        pattern = torch.tensor(int(pattern) % (period * period), device=device)
-    p = pattern.to(device=device, dtype=torch.int64).reshape(())
-    dy, dx = (p // period) % period, p % period
-    pos = torch.arange(th * tw, device=device)
-    rank = bayer_rank((pos // tw + dy) % period, (pos % tw + dx) % period, period)
-    # the k lowest ranks; ranks are distinct, so "fewer than k ranks below mine" is exact
-    below = (rank.unsqueeze(0) < rank.unsqueeze(1)).sum(dim=1)
-    chosen = below < k
-    slot = torch.cumsum(chosen.to(torch.int64), 0) - 1
-    return (chosen.unsqueeze(1) & (slot.unsqueeze(1) == torch.arange(k, device=device))).to(dtype)
+def cell_count(shape: tuple[int, int, int]) -> int:
+    f, h, w = shape
+    return ((f + 1) // 2) * ((h + 1) // 2) * ((w + 1) // 2)
 
 
-def pattern_for(seed: int, *keys: object) -> int:
-    """A reproducible non-negative pattern number from a seed and call keys (host side).
+def destination_mask(
+    shape: tuple[int, int, int], tiles: int, first_tile: int, d: int, pattern: torch.Tensor
+) -> torch.Tensor:
+    """Bool ``[tiles, T]``: the ``d`` destinations of each tile (``d <= cell_count(shape)``).
 
-    A keyed hash rather than any RNG: the same in every process, and torch's global random
-    state is never touched."""
-    text = "|".join(str(k) for k in (seed, *keys)).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+    Cells are 2x2 tokens (2x2x2 on a video tile: a destination stands for both frames)."""
+    f, h, w = shape
+    device = pattern.device
+    t = torch.arange(f * h * w, device=device)
+    fl, yl, xl = t // (h * w), (t // w) % h, t % w
+    cf, cy, cx = fl // 2, yl // 2, xl // 2
+    cell_w = torch.clamp(w - 2 * cx, max=2)
+    cell_h = torch.clamp(h - 2 * cy, max=2)
+    cell_size = torch.clamp(f - 2 * cf, max=2) * cell_h * cell_w
+    inner = ((fl % 2) * cell_h + yl % 2) * cell_w + xl % 2  # 0..cell_size-1 inside the cell
+    cells_h, cells_w = (h + 1) // 2, (w + 1) // 2
+    cell = (cf * cells_h + cy) * cells_w + cx  # [T]
+    p = _mix(pattern.to(torch.int64).reshape(()) % _M)
+    tile_ids = torch.arange(tiles, device=device) + first_tile
+    per_tile = _mix((p + tile_ids * 40503) % _M).unsqueeze(1)  # [G, 1]
+    offset = (_mix((per_tile + cell * 9973 + 1) % _M) >> 7) % cell_size  # [G, T]
+    chosen = inner == offset
+    if d < cell_count(shape):
+        period = 1 << max(0, (max(cells_h, cells_w) - 1).bit_length())
+        key = bayer_rank(cy, cx, period) * ((f + 1) // 2) + cf  # distinct per cell, spread evenly
+        first = (inner == 0).unsqueeze(0)  # one representative token per cell
+        order = ((key.unsqueeze(0) < key.unsqueeze(1)) & first).sum(dim=1)  # cells ranked before mine
+        chosen = chosen & (order < d)
+    return chosen
 
 
-def seeded_shift(seed: int, *keys: object, period: int) -> tuple[int, int]:
-    """A reproducible ``(dy, dx)`` in ``[0, period)`` from a seed and call keys.
-
-    Uses a keyed hash rather than any RNG, so it is the same in every process and never
-    touches torch's global random state.
-    """
-    text = "|".join(str(k) for k in (seed, *keys)).encode()
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    value = int.from_bytes(digest, "little")
-    return value % period, (value // period) % period
+def one_hot_slots(mask: torch.Tensor, slots: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[..., T, slots]`` one-hot packing of the ``True`` positions of ``mask`` (``[..., T]``)
+    in order: position t goes to slot ``cumsum(mask)[t] - 1``. ``mask`` holds exactly
+    ``slots`` trues per row."""
+    slot = torch.cumsum(mask.to(torch.int64), dim=-1) - 1
+    return (mask.unsqueeze(-1) & (slot.unsqueeze(-1) == torch.arange(slots, device=mask.device))).to(dtype)

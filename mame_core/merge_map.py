@@ -1,10 +1,10 @@
 """Which tokens MaMe merged where, for display: an analysis of one call, not part of merging.
 
-:func:`describe_merges` recomputes the similarity of one batch item's tokens to their
-tiles' destinations with the same function as :func:`plan_merge`, and reduces it to per-token labels
-(which destination group a token joins, whether it cleared τ). It uses argmax and host
-reads, which the merge path itself never does. :func:`draw_merge_map` paints those labels
-over the generated image.
+:func:`describe_merges` runs the same matching as :func:`plan_merge` (same tiling, same
+destinations, same ranking) on one batch item, on the CPU on purpose (it reads values back,
+which the merge path never does), and reduces it to per-token labels: the merged token
+each token belongs to, whether it is a destination, and whether it was averaged (cleared τ).
+:func:`draw_merge_map` paints those labels over the generated image.
 """
 from __future__ import annotations
 
@@ -13,68 +13,74 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .destinations import destination_indices, pattern_period, pattern_selection
-from .merge import destinations_per_tile, tile_similarity
+from .destinations import cell_count, destination_mask, pattern_for
+from .merge import match_tiles, removed_per_tile, tiling_for
 from .settings import MergeSettings
-from .tiling import TileGrid
 
 
 @dataclass
 class MergeMap:
     h: int
     w: int
-    group: torch.Tensor  # [h, w] long: destination group id of each token; -1 on the border
+    group: torch.Tensor  # [h, w] long: index of the merged token each token belongs to
     is_destination: torch.Tensor  # [h, w] bool
-    above_threshold: torch.Tensor  # [h, w] bool: similarity to its destination > τ (averaged into it)
+    merged: torch.Tensor  # [h, w] bool: merged into a destination (not kept as its own token)
+    above_threshold: torch.Tensor  # [h, w] bool: a merged token averaged into its destination (>= τ)
     threshold: float
     tile: tuple[int, int]
 
     def stats(self) -> dict:
-        tiled = self.group >= 0
-        groups = self.group[tiled]
-        sizes = torch.bincount(groups) if groups.numel() else torch.zeros(0, dtype=torch.long)
+        sizes = torch.bincount(self.group.flatten())
         sizes = sizes[sizes > 0]
-        merged = tiled & ~self.is_destination & self.above_threshold
-        below = tiled & ~self.is_destination & ~self.above_threshold
         n = self.h * self.w
         return {
             "tokens": n,
             "groups": int(sizes.numel()),
-            "border_tokens": int((~tiled).sum()),
-            "mean_group_size": float(sizes.float().mean()) if sizes.numel() else 0.0,
-            "max_group_size": int(sizes.max()) if sizes.numel() else 0,
-            "share_merged": float(merged.sum()) / n,
-            "share_below_threshold": float(below.sum()) / n,
+            "effective_ratio": 1.0 - int(sizes.numel()) / n,
+            "border_tokens": 0,
+            "mean_group_size": float(sizes.float().mean()),
+            "max_group_size": int(sizes.max()),
+            "share_merged": float((self.merged & self.above_threshold).sum()) / n,
+            "share_below_threshold": float((self.merged & ~self.above_threshold).sum()) / n,
         }
 
 
 def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, pattern=0) -> MergeMap:
-    """Labels for the tokens ``x`` (``[N, C]`` or ``[1, N, C]``) of one batch item.
+    """Labels for the tokens ``x`` (``[N, C]`` or ``[1, N, C]``) of one image (one batch item).
 
-    Runs on the host on purpose (the input is moved to the CPU first): it reads values back."""
-    x = x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float32)
-    if isinstance(pattern, torch.Tensor):
-        pattern = int(pattern.detach().cpu())
-    grid = TileGrid.fit(h, w, settings.tile)
-    k = destinations_per_tile(grid.tile_tokens, settings.ratio)
-    period = pattern_period(grid.th, grid.tw)
+    ``pattern`` is the int (or tensor) given to :func:`plan_merge`; a legacy (dy, dx) tuple is
+    mapped the same way plan_merge maps it."""
+    x = x.detach().to("cpu", torch.float32).reshape(1, -1, x.shape[-1])
     if isinstance(pattern, tuple):
-        pattern = (pattern[0] % period) * period + pattern[1] % period
-    shift = ((pattern // period) % period, pattern % period)
-    dest = torch.tensor(destination_indices(grid.th, grid.tw, k, *shift))
-    tiles, _ = grid.split(x.unsqueeze(0))
-    sim = tile_similarity(tiles, pattern_selection(grid.th, grid.tw, k, pattern, tiles.device, tiles.dtype))  # [G, T, k]
-    best, choice = sim.max(dim=-1)
-    choice[:, dest] = torch.arange(k)  # a destination keeps itself even when another ties with it
-    tile_ids = torch.arange(grid.tiles).unsqueeze(1)
-    group_tiles = tile_ids * k + choice  # [G, T]
-    is_dest = torch.zeros(grid.tiles, grid.tile_tokens, dtype=torch.bool)
-    is_dest[:, dest] = True
-    above = best > settings.threshold
-    fields = [group_tiles.float(), is_dest.float(), above.float()]
-    border = torch.full((1, grid.border_tokens, 1), -1.0)
-    out = [grid.join(f.unsqueeze(-1), border).reshape(h, w) for f in fields]
-    return MergeMap(h, w, out[0].long(), out[1] > 0.5, out[2] > 0.5, settings.threshold, (grid.th, grid.tw))
+        pattern = pattern[0] * 65536 + pattern[1]
+    pattern = torch.as_tensor(pattern).detach().to("cpu", torch.int64).reshape(()) % (2**62)
+    tiling = tiling_for(h, w, settings)
+    labels = {name: [] for name in ("group", "dest", "merged", "above")}
+    offset = 0
+    for block, tiles in zip(tiling.blocks, tiling.split(x)):
+        t_count = block.tile_tokens
+        removed = removed_per_tile(t_count, settings.ratio)
+        kept = t_count - removed
+        d = max(1, min(cell_count(block.shape), kept))
+        is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, pattern)
+        best, best_sim, merged, _ = match_tiles(tiles.unsqueeze(0), is_dest, d, removed)
+        best, best_sim, merged = best[0], best_sim[0], merged[0]  # [G, T, d], [G, T], [G, T]
+        keep_slot = torch.cumsum((~merged).long(), dim=-1) - 1  # slot of each kept token
+        dest_pos = torch.cumsum(is_dest.long(), dim=-1) - 1  # destination column of each destination
+        dest_slot = torch.zeros(block.tiles, d, dtype=torch.long)
+        for g in range(block.tiles):
+            dest_slot[g, dest_pos[g][is_dest[g]]] = keep_slot[g][is_dest[g]]
+        follow = torch.gather(dest_slot, 1, best.argmax(dim=-1))
+        slot = torch.where(merged, follow, keep_slot)
+        tile_base = offset + torch.arange(block.tiles).unsqueeze(1) * kept
+        labels["group"].append((slot + tile_base).unsqueeze(-1).float())
+        labels["dest"].append(is_dest.unsqueeze(-1).float())
+        labels["merged"].append(merged.unsqueeze(-1).float())
+        labels["above"].append((merged & (best_sim >= settings.threshold)).unsqueeze(-1).float())
+        offset += block.tiles * kept
+    grids = {k: tiling.join(v).reshape(h, w) for k, v in labels.items()}
+    return MergeMap(h, w, grids["group"].long(), grids["dest"] > 0.5, grids["merged"] > 0.5, grids["above"] > 0.5,
+                    settings.threshold, settings.tile)
 
 
 def _palette(n: int) -> torch.Tensor:
@@ -87,15 +93,16 @@ def _palette(n: int) -> torch.Tensor:
 
 
 def draw_merge_map(image: torch.Tensor, merge_map: MergeMap, alpha: float = 0.5) -> torch.Tensor:
-    """Paint groups over ``image`` (``[H, W, 3]`` in [0, 1]): one colour per destination group,
-    destinations outlined dark, tokens below τ hatched grey, border tokens left clear."""
+    """Paint groups over ``image`` (``[H, W, 3]`` in [0, 1]): one colour per merged group,
+    destinations marked dark, merged tokens below τ (not averaged) hatched grey, tokens
+    kept on their own left clear."""
     height, width = image.shape[:2]
     groups = merge_map.group
-    colours = _palette(int(groups.max()) + 1 if (groups >= 0).any() else 1)
-    cell = colours[groups.clamp(min=0)]  # [h, w, 3]
-    cell = torch.where((groups < 0).unsqueeze(-1), torch.ones(3), cell)
-    weight = torch.where(groups < 0, 0.0, alpha)
-    below = ~merge_map.above_threshold & ~merge_map.is_destination & (groups >= 0)
+    colours = _palette(int(groups.max()) + 1)
+    cell = colours[groups]  # [h, w, 3]
+    sizes = torch.bincount(groups.flatten())[groups]
+    weight = torch.where(sizes > 1, alpha, 0.0)  # tokens kept on their own stay clear
+    below = merge_map.merged & ~merge_map.above_threshold
     cell = torch.where(below.unsqueeze(-1), torch.full((3,), 0.5), cell)
 
     def up(t: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ accepts, so a ComfyUI node or a script can show the message to the user as it is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MODES = ("qkv", "kv")
 GATES = ("hard", "sigmoid")
@@ -41,25 +41,37 @@ def _check_range(field: str, value: float, low: float, high: float, *, open_low:
 class MergeSettings:
     """How tokens are merged inside one transformer block.
 
-    ratio:        share of tokens removed from every tile, in [0, 1). 0 is the identity;
-                  every tile keeps at least one token.
-    threshold:    τ, the cosine similarity a token needs to a destination to be averaged
-                  into it. Higher keeps more distinct detail; lower averages more broadly.
+    ratio:        share of tokens removed from every tile, in [0, 1): each tile of T tokens
+                  gives up exactly round(ratio*T) (at most T-1), so attention always runs on
+                  the same number of tokens. 0 is the identity.
+    threshold:    τ, in [-1, 1]. Inside a tile the tokens most similar to a destination are
+                  the ones merged (that count is fixed by the ratio); τ decides what a merged
+                  token becomes. A pair whose cosine similarity is at least τ is averaged
+                  into one token; a pair below τ is not averaged: the destination keeps its
+                  own features and the merged token takes the destination's output back.
+                  -1 averages every pair (ToMe's behaviour, smoother); higher τ keeps the
+                  destinations' own detail sharper. τ never changes how many tokens attention
+                  runs on, nor which tokens stay unmerged.
     mode:         ``qkv`` merges queries, keys and values and restores the output (MaRe);
                   ``kv`` merges only keys and values and keeps full-length queries.
-    tile:         (height, width) of the tiles, in tokens, that destinations are picked in.
-    temperature:  softness of the token-to-destination assignment used by MaRe.
-    gate:         ``hard`` indicator or ``sigmoid`` (differentiable) for the τ test.
+    tile:         (height, width) of the tiles, in tokens, that merging is done in; a grid
+                  that is not a multiple is cut into tiles one token longer or shorter, so
+                  every token is covered.
+    tile_frames:  frames per tile on a video grid (frames > 1); ignored for images.
+    gate:         ``hard`` step or ``sigmoid`` (differentiable) for the τ test.
     gate_width:   the sigmoid's width in similarity units (ignored by the hard gate).
+    temperature:  unused since Engine 2 (the assignment is a hard one-hot); accepted so that
+                  older callers keep working, and validated.
     """
 
     ratio: float = 0.5
-    threshold: float = 0.7
+    threshold: float = -1.0
     mode: str = "qkv"
     tile: tuple[int, int] = (8, 8)
     temperature: float = 0.005
     gate: str = "hard"
     gate_width: float = 0.02
+    tile_frames: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratio", check_ratio(self.ratio))
@@ -78,6 +90,9 @@ class MergeSettings:
         _check_range("temperature", self.temperature, 0.0, 10.0, open_low=True)
         _check_choice("gate", self.gate, GATES)
         _check_range("gate_width", self.gate_width, 0.0, 1.0, open_low=True)
+        tf = self.tile_frames
+        if isinstance(tf, bool) or not isinstance(tf, int) or not 1 <= tf <= 16:
+            raise MaMeConfigError(f"tile_frames must be an int in [1, 16], got {tf!r}")
 
     def with_ratio(self, ratio: float) -> "MergeSettings":
-        return MergeSettings(ratio, self.threshold, self.mode, self.tile, self.temperature, self.gate, self.gate_width)
+        return replace(self, ratio=ratio)

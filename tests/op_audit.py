@@ -1,6 +1,20 @@
-"""Records every aten op that a piece of code runs, to forbid the GPU-unfriendly ones."""
+"""Records every aten op that a piece of code runs, to forbid the GPU-unfriendly ones, and
+catches host syncs that record no forbidden aten op.
+
+Reusable API::
+
+    ops = audited(fn, *args, **kwargs)   # runs fn; raises ForbiddenOpError / HostSyncError
+
+Host syncs caught by patching their Python entry points for the duration of the call:
+``Tensor.item``, ``Tensor.tolist``, ``float()``/``int()``/``bool()`` of a tensor,
+``torch.equal``, and ``torch.tensor``/``torch.as_tensor`` built from a Python list or tuple
+(a per-call host-to-device copy that a compiled graph would re-run).
+"""
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 FORBIDDEN = {
@@ -35,7 +49,17 @@ FORBIDDEN = {
     "unique_dim",
     "_local_scalar_dense",
     "item",
+    "equal",
+    "is_nonzero",
 }
+
+
+class ForbiddenOpError(AssertionError):
+    pass
+
+
+class HostSyncError(AssertionError):
+    pass
 
 
 class OpRecorder(TorchDispatchMode):
@@ -50,3 +74,45 @@ class OpRecorder(TorchDispatchMode):
     @property
     def forbidden(self) -> list[str]:
         return sorted({op for op in self.ops if op in FORBIDDEN})
+
+
+@contextlib.contextmanager
+def no_host_sync():
+    """Make the Python entry points of host syncs raise :class:`HostSyncError`."""
+    saved = []
+
+    def refuse(owner, name, why, when=None):
+        original = getattr(owner, name)
+
+        def guard(*args, **kwargs):
+            if when is None or when(*args, **kwargs):
+                raise HostSyncError(f"{why} inside audited code")
+            return original(*args, **kwargs)
+
+        saved.append((owner, name, original))
+        setattr(owner, name, guard)
+
+    from_list = lambda data=None, *a, **k: isinstance(data, (list, tuple))  # noqa: E731
+    try:
+        refuse(torch.Tensor, "item", "Tensor.item()")
+        refuse(torch.Tensor, "tolist", "Tensor.tolist()")
+        refuse(torch.Tensor, "__float__", "float() of a tensor")
+        refuse(torch.Tensor, "__int__", "int() of a tensor")
+        refuse(torch.Tensor, "__bool__", "bool() of a tensor")
+        refuse(torch, "equal", "torch.equal")
+        refuse(torch, "tensor", "a tensor built from a Python list", from_list)
+        refuse(torch, "as_tensor", "a tensor built from a Python list", from_list)
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def audited(fn, *args, **kwargs) -> list[str]:
+    """Run ``fn(*args, **kwargs)`` and return the aten ops it ran; raise on a host sync or
+    a forbidden op."""
+    with no_host_sync(), OpRecorder() as rec:
+        fn(*args, **kwargs)
+    if rec.forbidden:
+        raise ForbiddenOpError(f"forbidden ops: {rec.forbidden}")
+    return rec.ops

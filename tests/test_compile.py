@@ -32,3 +32,26 @@ def test_fullgraph_compile_without_recompiling_for_a_new_pattern():
             pattern.fill_(pattern_for(7, key))
             torch.testing.assert_close(compiled(x, pattern), step(x, pattern))
     dynamo.reset()
+
+
+def test_fullgraph_compile_on_a_video_grid_that_tiles_unevenly():
+    import torch._dynamo as dynamo
+
+    settings = MergeSettings(ratio=0.5, tile_frames=2)
+
+    def step(x, pattern):
+        plan = plan_merge(x, 13, 10, settings, pattern, frames=3)
+        return plan.restore(torch.tanh(plan.merge(x))), plan.key_log_size
+
+    dynamo.reset()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3 * 13 * 10, 8, generator=seeded(2))
+    pattern = torch.tensor(1)
+    with dynamo.config.patch(error_on_recompile=True):
+        for value in (1, -5, 2**40):
+            pattern.fill_(value)
+            out, log_size = compiled(x, pattern)
+            ref, ref_log_size = step(x, pattern)
+            torch.testing.assert_close(out, ref)
+            torch.testing.assert_close(log_size, ref_log_size)
+    dynamo.reset()

@@ -1,105 +1,129 @@
-"""The invariants of mame-algorithm.md, each pinned by a test."""
+"""The invariants of the design note, each pinned by a test, for the region-matching engine."""
 import pytest
 import torch
 
 from conftest import seeded
-from mame_core import (
-    IdentityPlan,
-    MergeSettings,
-    destination_indices,
-    destinations_per_tile,
-    plan_merge,
-    plan_seeded,
-)
+from mame_core import IdentityPlan, MergeSettings, merged_tokens_for, pattern_for, plan_merge, plan_seeded
+from mame_core.destinations import cell_count, destination_mask
+from mame_core.merge import removed_per_tile, tiling_for
+from mame_core.size_bias import biased_attention_reference
 
 
-def tokens(b, h, w, c, seed=0, dtype=torch.float32):
-    return torch.randn(b, h * w, c, generator=seeded(seed)).to(dtype)
+def tokens(b, n, c, seed=0, dtype=torch.float32):
+    return torch.randn(b, n, c, generator=seeded(seed)).to(dtype)
 
 
 def test_ratio_zero_returns_the_same_tensor():
-    x = tokens(2, 16, 16, 8)
+    x = tokens(2, 256, 8)
     plan = plan_merge(x, 16, 16, MergeSettings(ratio=0.0))
-    assert isinstance(plan, IdentityPlan)
-    assert plan.merge(x) is x
-    assert plan.restore(x) is x
+    assert isinstance(plan, IdentityPlan) and plan.key_log_size is None
+    assert plan.merge(x) is x and plan.restore(x) is x
 
 
 def test_tile_with_nothing_to_remove_is_identity():
-    # A 2x2 tile at ratio 0.1 removes round(0.4) = 0 tokens.
-    x = tokens(1, 8, 8, 4)
-    plan = plan_merge(x, 8, 8, MergeSettings(ratio=0.1, tile=2))
-    assert plan.merge(x) is x
+    x = tokens(1, 64, 4)  # a 2x2 tile at ratio 0.1 removes round(0.4) = 0 tokens
+    assert plan_merge(x, 8, 8, MergeSettings(ratio=0.1, tile=2)).merge(x) is x
 
 
-def copies_of_destinations(b, h, w, c, tile, k, shift, seed):
-    """Tokens where every tiled token is an exact copy of one of its tile's destinations."""
+def copies_of_destinations(b, frames, h, w, c, settings, pattern, seed):
+    """Tokens where every non-destination token is an exact copy of a destination of its tile."""
     gen = seeded(seed)
-    th, tw = tile
-    dests = destination_indices(th, tw, k, *shift)
-    x = torch.randn(b, h, w, c, generator=gen)
-    for ty in range(h // th):
-        for tx in range(w // tw):
-            patch = x[:, ty * th : (ty + 1) * th, tx * tw : (tx + 1) * tw].reshape(b, th * tw, c)
-            choice = torch.randint(0, k, (th * tw,), generator=gen)
-            for i in range(th * tw):
-                if i not in dests:
-                    patch[:, i] = patch[:, dests[choice[i]]]
-            x[:, ty * th : (ty + 1) * th, tx * tw : (tx + 1) * tw] = patch.reshape(b, th, tw, c)
-    return x.reshape(b, h * w, c)
+    tiling = tiling_for(h, w, settings, frames)
+    parts = []
+    for block in tiling.blocks:
+        t = block.tile_tokens
+        d = max(1, min(cell_count(block.shape), t - removed_per_tile(t, settings.ratio)))
+        is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, torch.tensor(pattern))
+        vecs = torch.randn(b, block.tiles, t, c, generator=gen)
+        dest_rows = [torch.nonzero(row).flatten() for row in is_dest]  # test-side bookkeeping only
+        pick = torch.randint(0, d, (block.tiles, t), generator=gen)
+        for g, rows in enumerate(dest_rows):
+            source = rows[pick[g]]
+            source[rows] = rows  # a destination is itself
+            vecs[:, g] = vecs[:, g, source]
+        parts.append(vecs.reshape(b * block.tiles, t, c))
+    return tiling.join(parts)
 
 
-@pytest.mark.parametrize("h,w", [(16, 16), (13, 19), (10, 24)])
-@pytest.mark.parametrize("shift", [(0, 0), (3, 5)])
-def test_qkv_restores_tokenwise_functions_exactly_on_copies(h, w, shift):
-    settings = MergeSettings(ratio=0.5, tile=(4, 4), threshold=0.5)
-    k = destinations_per_tile(16, 0.5)
-    x = copies_of_destinations(3, h, w, 32, (4, 4), k, shift, seed=1)
+@pytest.mark.parametrize("frames,h,w", [(1, 16, 16), (1, 13, 19), (1, 10, 24), (3, 9, 10)])
+@pytest.mark.parametrize("pattern", [0, 12345])
+def test_qkv_restores_tokenwise_functions_exactly_on_copies(frames, h, w, pattern):
+    settings = MergeSettings(ratio=0.5, tile=(4, 4))
+    x = copies_of_destinations(3, frames, h, w, 32, settings, pattern, seed=1)
     f = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.GELU())
     with torch.no_grad():
         for p in f.parameters():
             p.copy_(torch.randn(p.shape, generator=seeded(2)) * 0.3)
-        plan = plan_merge(x, h, w, settings, shift)
+        plan = plan_merge(x, h, w, settings, torch.tensor(pattern), frames)
         merged = plan.merge(x)
-        assert merged.shape[1] < x.shape[1]
-        restored = plan.restore(f(merged))
-        torch.testing.assert_close(restored, f(x), rtol=1e-5, atol=1e-5)
+        assert merged.shape[1] == merged_tokens_for(h, w, settings, frames) < x.shape[1]
+        torch.testing.assert_close(plan.restore(f(merged)), f(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", ["qkv", "kv"])
 def test_shapes_and_dtypes_are_kept(dtype, mode):
-    x = tokens(3, 13, 19, 16, dtype=dtype)
+    x = tokens(3, 13 * 19, 16, dtype=dtype)
     plan = plan_merge(x, 13, 19, MergeSettings(ratio=0.5, mode=mode))
     merged = plan.merge(x)
-    assert merged.dtype == dtype
-    assert merged.shape == (3, plan.merged_tokens, 16)
+    assert merged.dtype == dtype and merged.shape == (3, plan.merged_tokens, 16)
+    assert plan.key_log_size.shape == (3, plan.merged_tokens)
     restored = plan.restore(merged)
     assert restored.shape == x.shape and restored.dtype == dtype
     assert torch.isfinite(restored.float()).all()
 
 
-def test_border_tokens_pass_through_unmerged():
-    x = tokens(2, 10, 11, 8)
-    plan = plan_merge(x, 10, 11, MergeSettings(ratio=0.5, tile=4))
-    merged = plan.merge(x)
-    grid = x.reshape(2, 10, 11, 8)
-    border = torch.cat([grid[:, :8, 8:].reshape(2, -1, 8), grid[:, 8:].reshape(2, -1, 8)], dim=1)
-    assert torch.equal(merged[:, -border.shape[1] :], border)
-    restored = plan.restore(merged)
-    assert torch.equal(restored.reshape(2, 10, 11, 8)[:, :, 8:], grid[:, :, 8:])
-    assert torch.equal(restored.reshape(2, 10, 11, 8)[:, 8:], grid[:, 8:])
+# (h, w) of UNet levels d1/d2/d4 for 832x1216, 896x1152, 640x960, 768x1344, and a 12x12 grid
+LEVEL_GRIDS = [
+    (104, 152), (52, 76), (26, 38),
+    (112, 144), (56, 72), (28, 36),
+    (80, 120), (40, 60), (20, 30),
+    (96, 168), (48, 84), (24, 42),
+    (12, 12),
+]
+
+
+@pytest.mark.parametrize("h,w", LEVEL_GRIDS)
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_every_grid_merges_at_the_ratio_asked_for(h, w, ratio):
+    settings = MergeSettings(ratio=ratio)
+    tiling = tiling_for(h, w, settings)
+    tiles = sum(b.tiles for b in tiling.blocks)
+    removed = h * w - merged_tokens_for(h, w, settings)
+    assert abs(removed - ratio * h * w) <= 0.5 * tiles + 1e-9  # within half a token per tile
+    assert sum(b.tiles * b.tile_tokens for b in tiling.blocks) == h * w  # no strip left out
+    if h * w <= 52 * 76:
+        x = tokens(1, h * w, 8)
+        plan = plan_merge(x, h, w, settings, 3)
+        assert plan.merge(x).shape[1] == plan.merged_tokens == h * w - removed
+        torch.testing.assert_close(plan.key_log_size.exp().sum(), torch.tensor(float(h * w)))
+
+
+def test_video_grids_with_a_frame_count_that_is_not_a_multiple_of_the_tile():
+    x = tokens(2, 5 * 12 * 10, 8)
+    settings = MergeSettings(ratio=0.5, tile_frames=2)
+    plan = plan_merge(x, 12, 10, settings, torch.tensor(9), frames=5)
+    assert plan.merged_tokens == merged_tokens_for(12, 10, settings, 5) == 300
+    assert plan.restore(plan.merge(x)).shape == x.shape
+    blocks = tiling_for(12, 10, settings, 5).blocks
+    assert {b.shape[0] for b in blocks} == {1, 2}  # 3-D tiles of 1 and 2 frames
+    # tiles span frames: in a still video each destination's twin in the other frame merges
+    # into it, so at ratio 1/8 (one per 2x2x2 cell) the restore is exact
+    still = tokens(1, 12 * 12, 8, seed=4).repeat(1, 2, 1)
+    plan = plan_merge(still, 12, 12, MergeSettings(ratio=0.125), 0, frames=2)
+    assert plan.merged_tokens == 2 * 144 - 36
+    torch.testing.assert_close(plan.restore(plan.merge(still)), still)
 
 
 def test_each_batch_item_gets_its_own_matrices():
-    x = tokens(2, 8, 8, 8)
+    x = tokens(2, 64, 8)
     alone = plan_merge(x[1:], 8, 8, MergeSettings(ratio=0.5)).merge(x[1:])
     together = plan_merge(x, 8, 8, MergeSettings(ratio=0.5)).merge(x)
     torch.testing.assert_close(together[1:], alone)
 
 
 def test_same_seed_is_bit_identical_and_global_rng_untouched():
-    x = tokens(2, 32, 32, 16)
+    x = tokens(2, 32 * 32, 16)
     state = torch.get_rng_state()
     a = plan_seeded(x, 32, 32, MergeSettings(ratio=0.5), 1234, "input", 1, 0.5)
     b = plan_seeded(x, 32, 32, MergeSettings(ratio=0.5), 1234, "input", 1, 0.5)
@@ -107,31 +131,73 @@ def test_same_seed_is_bit_identical_and_global_rng_untouched():
     assert torch.equal(state, torch.get_rng_state())
 
 
-def test_seed_and_step_change_the_destination_pattern():
-    # At ratio 0.5 the even patterns are the two checkerboards, so look across steps.
-    x = tokens(1, 32, 32, 16)
+def test_pattern_changes_the_destinations():
+    x = tokens(1, 32 * 32, 16)
     settings = MergeSettings(ratio=0.5)
-    for seed in (1, 2):
-        merged = [plan_seeded(x, 32, 32, settings, seed, "input", 1, step).merge(x) for step in range(8)]
-        assert any(not torch.equal(merged[0], m) for m in merged[1:])
+    merged = [plan_merge(x, 32, 32, settings, pattern_for(1, "input", step)).merge(x) for step in range(4)]
+    assert all(not torch.equal(merged[0], m) for m in merged[1:])
 
 
-def test_higher_threshold_keeps_merged_tokens_closer_to_destinations():
-    # τ decides who is averaged in: at τ near 1 a merged token is its destination alone.
-    x = tokens(1, 16, 16, 8, seed=5)
-    loose = plan_merge(x, 16, 16, MergeSettings(ratio=0.5, threshold=-1.0)).merge(x)
-    tight = plan_merge(x, 16, 16, MergeSettings(ratio=0.5, threshold=0.999)).merge(x)
-    dests = plan_merge(x, 16, 16, MergeSettings(ratio=0.5, threshold=0.999))
-    select = torch.tensor(destination_indices(8, 8, 32))
-    tiles, _ = dests.grid.split(x)
-    torch.testing.assert_close(tight.reshape(4, 32, 8), tiles[:, select])
-    assert (loose.reshape(4, 32, 8) - tiles[:, select]).abs().sum() > 0
+def attention(x, heads=2, log_size=None, kv=None):
+    kv = x if kv is None else kv
+    size = torch.zeros(kv.shape[:2], dtype=x.dtype) if log_size is None else log_size
+    return biased_attention_reference(x * 3.0, kv, kv, size, heads)
 
 
-@pytest.mark.parametrize("gate", ["sigmoid", "hard"])
-def test_gradcheck(gate):
-    x = tokens(2, 6, 5, 4, seed=3, dtype=torch.float64).requires_grad_(True)
-    settings = MergeSettings(ratio=0.5, tile=(3, 3), temperature=0.2, gate=gate, threshold=0.1, gate_width=0.3)
+def test_a_distinct_token_keeps_its_key_and_its_output():
+    # 16x16 copies of one vector, one unique token: merging must not drop the unique key.
+    c = 8
+    x = tokens(1, 1, c, seed=5).expand(1, 256, c).clone()
+    unique = tokens(1, 1, c, seed=6)[0, 0] * 3
+    x[0, 77] = unique
+    plan = plan_merge(x, 16, 16, MergeSettings(ratio=0.5), 11)
+    merged = plan.merge(x)
+    assert (merged[0] - unique).norm(dim=-1).min() < 1e-5  # its key is still in attention
+    full = attention(x)
+    out = plan.restore(attention(merged, log_size=plan.key_log_size))
+    torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)  # exact with proportional attention
+    torch.testing.assert_close(out[0, 77], full[0, 77])
+    # and without the unique key the output would be visibly different
+    no_unique = attention(x, kv=torch.cat([x[:, :77], x[:, 78:]], dim=1))
+    assert (no_unique - full).abs().max() > 1e-2
+
+
+def test_content_decides_what_merges_under_a_fixed_count():
+    # Left half of an 8x8 tile repeats one token, right half is random: every merge is taken
+    # from the redundant left half, and none of the distinct right-half tokens merges.
+    grid = torch.randn(8, 8, 16, generator=seeded(7))
+    grid[:, :4] = grid[0, 0]
+    x = grid.reshape(1, 64, 16)
+    plan = plan_merge(x, 8, 8, MergeSettings(ratio=0.25), 3)
+    slots = plan.parts[0].assign[0].argmax(dim=-1).reshape(8, 8)
+    sizes = torch.bincount(slots.flatten(), minlength=plan.merged_tokens)
+    right = sizes[slots[:, 4:].flatten()]
+    assert (right == 1).all()  # every right-half token is alone in its slot
+    assert plan.merged_tokens == 48
+
+
+def test_threshold_decides_what_is_averaged_not_what_merges():
+    x = tokens(1, 256, 8, seed=5)
+    loose = plan_merge(x, 16, 16, MergeSettings(ratio=0.5, threshold=-1.0), 4)
+    tight = plan_merge(x, 16, 16, MergeSettings(ratio=0.5, threshold=1.0), 4)
+    assert torch.equal(loose.key_log_size, tight.key_log_size)  # same groups
+    assert torch.equal(loose.parts[0].assign, tight.parts[0].assign)
+    # at τ = 1 no pair is averaged: every merged token is one of the input tokens exactly
+    merged = tight.merge(x)[0]
+    assert (torch.cdist(merged, x[0], compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values < 1e-5).all()
+    averaged = loose.merge(x)[0]
+    assert (torch.cdist(averaged, x[0], compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values > 1e-3).any()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        MergeSettings(ratio=0.5, tile=(3, 3)),  # the shipped gate and τ
+        MergeSettings(ratio=0.5, tile=(3, 3), gate="sigmoid", threshold=0.1, gate_width=0.3),  # soft
+    ],
+)
+def test_gradcheck(settings):
+    x = tokens(2, 30, 4, seed=3, dtype=torch.float64).requires_grad_(True)
 
     def merge_restore(inp):
         plan = plan_merge(inp, 6, 5, settings)

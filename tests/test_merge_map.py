@@ -1,54 +1,83 @@
-"""describe_merges / draw_merge_map: exact groups on a known synthetic input."""
+"""describe_merges / draw_merge_map: the labels are the plan's own groups, computed on the host."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import seeded
-from mame_core import MergeSettings, describe_merges, destination_indices, draw_merge_map
+from mame_core import MergeSettings, describe_merges, draw_merge_map, plan_merge
 
 
-def two_regions(h=16, w=16, boundary=4, c=8):
-    """Left of column ``boundary`` every token is vector a, right of it vector b (orthogonal)."""
-    a, b = torch.zeros(c), torch.zeros(c)
-    a[0], b[1] = 1.0, 1.0
-    x = torch.empty(h, w, c)
-    x[:, :boundary] = a
-    x[:, boundary:] = b
-    return x.reshape(h * w, c)
+def plan_groups(x, h, w, settings, pattern):
+    """Slot of each token in the merged sequence, read from the plan's restore matrices."""
+    plan = plan_merge(x.unsqueeze(0), h, w, settings, pattern)
+    labels, offset = [], 0
+    for part in plan.parts:
+        slots = part.assign.argmax(dim=-1) + offset + torch.arange(part.block.tiles).unsqueeze(1) * part.kept
+        labels.append(slots.unsqueeze(-1).float())
+        offset += part.block.tiles * part.kept
+    return plan.tiling.join(labels).reshape(h, w).long(), plan
 
 
-def test_two_flat_regions_give_exactly_the_expected_groups():
-    settings = MergeSettings(ratio=0.5, tile=8, threshold=0.5)
-    m = describe_merges(two_regions(), 16, 16, settings)
-    dests = destination_indices(8, 8, 32)
-    for y in range(16):
-        for x in range(16):
-            ty, tx = y // 8, x // 8
-            tile = ty * 2 + tx
-            left = x < 4
-            # the token joins the first destination (raster order) of its tile in its own region
-            first = next(j for j, d in enumerate(dests) if ((tx * 8 + d % 8) < 4) == left)
-            i = (y % 8) * 8 + (x % 8)
-            expected = tile * 32 + (dests.index(i) if i in dests else first)
-            assert int(m.group[y, x]) == expected, (y, x)
-    assert m.above_threshold.all()
+def test_labels_are_the_plans_groups_on_a_non_divisible_grid():
+    x = torch.randn(13 * 19, 16, generator=seeded(0))
+    settings = MergeSettings(ratio=0.5, tile=8)
+    m = describe_merges(x, 13, 19, settings, 77)
+    groups, plan = plan_groups(x, 13, 19, settings, 77)
+    assert torch.equal(m.group, groups)
     s = m.stats()
-    assert s["border_tokens"] == 0 and s["share_below_threshold"] == 0.0
-    assert s["share_merged"] == 0.5  # every non-destination token is averaged into one
-    # a tile wholly in one region: its first destination takes all 32 other tokens, plus itself
-    assert s["max_group_size"] == 33
-    assert s["groups"] == 4 * 32
+    assert s["groups"] == plan.merged_tokens
+    assert abs(s["effective_ratio"] - (1 - plan.merged_tokens / (13 * 19))) < 1e-12
+    assert s["share_merged"] == (13 * 19 - plan.merged_tokens) / (13 * 19)  # τ = -1 averages all
+    assert s["border_tokens"] == 0
 
 
-def test_orthogonal_tokens_fall_below_tau_and_border_stays_clear():
-    x = torch.randn(13 * 19, 64, generator=seeded(0))
-    m = describe_merges(x, 13, 19, MergeSettings(ratio=0.5, tile=8, threshold=0.9))
+def test_threshold_labels():
+    x = torch.randn(16 * 16, 64, generator=seeded(1))
+    m = describe_merges(x, 16, 16, MergeSettings(ratio=0.5, threshold=0.9))
     s = m.stats()
-    assert s["border_tokens"] == 13 * 19 - 8 * 16
-    assert s["share_below_threshold"] == 64 / (13 * 19) and s["share_merged"] == 0.0  # every non-destination
-    assert (m.group[8:] == -1).all() and (m.group[:, 16:] == -1).all()
+    assert s["share_merged"] == 0.0 and s["share_below_threshold"] == 0.5  # random tokens: all below 0.9
+    assert not (m.merged & m.is_destination).any()
+
+
+class FakeMetaToCpu(TorchDispatchMode):
+    """Stands in for a GPU: copying the meta input to the CPU yields real values, and every
+    other op must then run on CPU tensors only (a device mix would fail or stay on meta)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+        self.copied = False
+        self.devices = set()  # devices seen after the input was copied to the host
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        first = args[0] if args else None
+        if func.overloadpacket.__name__ == "_to_copy" and isinstance(first, torch.Tensor) and first.is_meta:
+            self.copied = True
+            return self.values.clone()
+        if not self.copied:
+            return func(*args, **kwargs)
+        for a in list(args) + list(kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                self.devices.add(a.device.type)
+        return func(*args, **kwargs)
+
+
+def test_runs_on_the_host_whatever_device_the_input_is_on():
+    values = torch.randn(12 * 12, 8, generator=seeded(2))
+    on_device = torch.empty(12 * 12, 8, device="meta")
+    mode = FakeMetaToCpu(values)
+    with mode:
+        m = describe_merges(on_device, 12, 12, MergeSettings(ratio=0.5), torch.tensor(5))
+    assert mode.copied and mode.devices == {"cpu"}, mode.devices
+    assert m.group.device.type == "cpu"
+    assert torch.equal(m.group, describe_merges(values, 12, 12, MergeSettings(ratio=0.5), 5).group)
 
 
 def test_drawing_keeps_the_image_size_and_marks_groups():
-    m = describe_merges(two_regions(), 16, 16, MergeSettings(ratio=0.5, tile=8))
+    grid = torch.zeros(16, 16, 8)
+    grid[:, :4, 0] = 1.0
+    grid[:, 4:, 1] = 1.0
+    m = describe_merges(grid.reshape(256, 8), 16, 16, MergeSettings(ratio=0.5, tile=8))
     image = torch.full((128, 128, 3), 0.5)
     drawn = draw_merge_map(image, m)
     assert drawn.shape == image.shape
