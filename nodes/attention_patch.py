@@ -12,8 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import comfy.ldm.modules.attention as comfy_attention  # this module runs inside ComfyUI only
 import torch
+
+try:
+    import comfy.ldm.modules.attention as comfy_attention
+except ImportError:  # the package imported outside ComfyUI (e.g. collected by pytest)
+    comfy_attention = None
 
 from ..mame_core.block_step import BlockAddress, BlockStep
 from ..mame_core.size_bias import add_size_channel

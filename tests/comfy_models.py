@@ -41,11 +41,11 @@ def mame_patch(model, **inputs):
     return patched
 
 
-def sample(model, steps):
+def sample(model, steps, batch=1):
     import comfy.sample
 
     gen = torch.Generator().manual_seed(1)
-    latent = torch.zeros(1, 4, 32, 32)
+    latent = torch.zeros(batch, 4, 32, 32)
     noise = torch.randn(latent.shape, generator=gen)
     pos = [[torch.randn(1, 7, 32, generator=gen), {}]]
     neg = [[torch.randn(1, 7, 32, generator=gen), {}]]
