@@ -13,8 +13,11 @@ def test_quality_command_runs_on_the_random_weight_model(tmp_path, capsys):
                   "--methods", "mame-qkv:0.5,mame-kv:0.5,tomesd:0.5,todo:0.5,comfy-tome-q:0.5"])
     summary = json.loads((tmp_path / "quality.json").read_text())["summary"]
     assert set(summary) == {"baseline", "mame-qkv r0.5", "mame-kv r0.5", "tomesd r0.5", "todo r0.5", "comfy-tome-q r0.5"}
-    assert all(0 < row["psnr"] for name, row in summary.items() if name != "baseline")
-    assert all("ssim" in row for name, row in summary.items() if name != "baseline")
+    # every method changes the image (a no-op would give psnr inf) and keeps it close: on this
+    # model they measure 33-46 dB and SSIM above 0.99
+    for name, row in summary.items():
+        if name != "baseline":
+            assert 25 < row["psnr"] < 60 and 0.95 < row["ssim"] < 1.0, (name, row)
     assert len(list(tmp_path.glob("prompt*_seed0.png"))) == 3
     assert "| mame-qkv r0.5 |" in capsys.readouterr().out
 

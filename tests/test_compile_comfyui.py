@@ -1,6 +1,5 @@
-"""ComfyUI (2024-03 host, in-process): the MaMe-patched model compiled the way ComfyUI's
-TorchCompileModel node does it (an object patch of ``diffusion_model`` with
-``torch.compile``; that host predates the node), sampled with ComfyUI's real sampler.
+"""ComfyUI in-process (MAME_HOST=2024 or 2025): the MaMe-patched model compiled the way
+ComfyUI's TorchCompileModel node does it (see ``compiled``), sampled with ComfyUI's real sampler.
 MaMe must add no graph break and no recompilation, give the eager output, and keep merging."""
 import pytest
 import torch
@@ -21,9 +20,16 @@ def with_mame(model, **inputs):
 
 
 def compiled(model, counter):
-    """What TorchCompileModel does: a clone whose diffusion_model is the torch.compile'd one."""
+    """A clone compiled as ComfyUI's TorchCompileModel node does it: on the 2025 host with the
+    node's own helper (it compiles diffusion_model inside an apply_model wrapper), on the 2024
+    host (no such node yet) as an object patch of diffusion_model with torch.compile."""
     patched = model.clone()
-    patched.add_object_patch("diffusion_model", torch.compile(model.raw_unet, backend=counter))
+    try:
+        from comfy_api.torch_helpers import set_torch_compile_wrapper
+    except ImportError:
+        patched.add_object_patch("diffusion_model", torch.compile(model.raw_unet, backend=counter))
+    else:
+        set_torch_compile_wrapper(model=patched, backend=counter)
     return patched
 
 
