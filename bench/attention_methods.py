@@ -64,9 +64,13 @@ class Attention(torch.nn.Module):
         b, n, c = x.shape
         split = lambda t: t.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
         q, k = split(self.proj[0](x)), split(self.proj[1](x))
-        p = torch.softmax(q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5, dim=-1)
-        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
-        return float(torch.exp(entropy).mean())
+        total = 0.0
+        for start in range(0, n, 1024):  # query chunks: a 16384-token map would not fit
+            logits = q[:, :, start : start + 1024] @ k.transpose(-1, -2) * (c // self.heads) ** -0.5
+            p = torch.softmax(logits, dim=-1)
+            entropy = -(p * torch.log_softmax(logits, dim=-1)).sum(-1)
+            total += float(torch.exp(entropy).sum())
+        return total / (b * self.heads * n)
 
 
 def mame(attn, x, h, w, ratio, mode="qkv", seed=0, size_bias=True, metric="input", **settings):

@@ -143,10 +143,11 @@ def match_tiles(tiles: torch.Tensor, is_dest: torch.Tensor, d: int, removed: int
     best = (hits & (torch.cumsum(hits.to(torch.int64), dim=-1) == 1)).to(dtype)
     best_sim = (sim * best).sum(dim=-1)  # [B, G, T]
     score = torch.where(is_dest, torch.full_like(best_sim, _FAR), best_sim)
+    # one integer key per token: the score on a 2^-24 grid, then the position (earlier first)
+    # so every key is distinct and "fewer than r keys above mine" merges exactly r sources
     pos = torch.arange(t_count, device=tiles.device)
-    higher = score.unsqueeze(-2) > score.unsqueeze(-1)  # [.., i, j]: j scores above i
-    tied_before = (score.unsqueeze(-2) == score.unsqueeze(-1)) & (pos.unsqueeze(0) < pos.unsqueeze(1))
-    rank = (higher | tied_before).sum(dim=-1)
+    key = torch.round(score * 2.0**24).to(torch.int64) * t_count + (t_count - 1 - pos)
+    rank = (key.unsqueeze(-2) > key.unsqueeze(-1)).sum(dim=-1)  # keys above mine
     merged = rank < removed
     return best, best_sim, merged, select
 
