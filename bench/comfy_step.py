@@ -3,6 +3,7 @@ MaMe, side by side: what a ComfyUI user gets per step. Builds the full SD1.5 or 
 from ComfyUI's classes (random weights) in the embedded host, in-process.
 
 Usage: python -m bench.comfy_step --model sd15|sdxl [--ratio 0.5] [--rounds 3] [--dtype bfloat16]
+(default dtype: bf16 on a CPU with avx512_bf16 or amx_bf16, else float32)
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import argparse
 
 import torch
 
-from bench.timing import time_interleaved
+from bench.timing import pick_dtype, time_interleaved
 from embedded_host.checkpoint import SD15_UNET, fill_
 from embedded_host.inprocess import comfy_host, extension
+from mame_core.block_step import DEFAULTS
 
 SDXL_UNET = {
     "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2],
@@ -51,14 +53,15 @@ def main(argv=None):
     p.add_argument("--model", choices=["sd15", "sdxl"], default="sd15")
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: native to this CPU")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
+    args.dtype = pick_dtype(args.dtype)
     dtype = getattr(torch, args.dtype)
     model = build(args.model, dtype)
     node = extension().NODE_CLASS_MAPPINGS["MaMe"]()
-    patched, _ = node.patch(model, ratio=args.ratio, threshold=0.7, mode="qkv", tile_size=8, levels="auto",
-                            start_percent=0.0, end_percent=1.0, seed=0)
+    defaults = {k: v for k, v in DEFAULTS.items() if k != "ratio"}
+    patched, _ = node.patch(model, ratio=args.ratio, **defaults)
     size = 1024 if args.model == "sdxl" else 512
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, size // 8, size // 8, generator=gen)

@@ -4,6 +4,7 @@ layout; ``sd15`` is the real SD1.5 UNet (slow on CPU)."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -31,11 +32,24 @@ def tiny_tokenizer(folder: str | Path | None = None):
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
 
-def seeded_weights_(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+def seeded_weights_(module: torch.nn.Module, seed: int = 0, scale: float | None = None) -> torch.nn.Module:
+    """Seeded weights. By default unit norms, zero biases and ``N(0, 1/fan_in)`` weights, so
+    activations keep their size through the network and self-attention moves the output as
+    in a trained model (MaMe at ratio 0.5 changes the tiny UNet's output by about 20%,
+    not 1e-5 as with a flat small scale). ``scale`` gives every tensor ``N(0, scale^2)``."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        for name, p in module.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            if scale is not None:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            elif p.dim() == 1 and last == "weight":
+                p.fill_(1.0)
+            elif last == "bias" or p.dim() == 0:
+                p.zero_()
+            else:
+                fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else p.shape[0]
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(max(fan_in, 1)))
     return module
 
 

@@ -7,7 +7,8 @@ give at that ratio, from the measured cost of the affected self-attention layers
 at reduced length, and the share of that bound reached.
 
 Usage: python -m bench.speed --model sd15 [--dtype bfloat16] [--device cpu|cuda] [--rounds 3]
-Runs unchanged on CUDA (fp16/bf16).
+The dtype defaults to what the machine runs natively (bf16 only on a CPU with avx512_bf16 or
+amx_bf16, else float32; bf16 or fp16 on CUDA). Runs unchanged on CUDA.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.diffusers_baselines import apply_todo, apply_tome_queries, remove
-from bench.timing import time_interleaved
+from bench.timing import pick_dtype, time_interleaved
 from bench.unet_configs import MODELS, build_unet, unet_inputs
 from mame_diffusers import apply_mame, remove_mame
 from mame_diffusers.adapter import _attention_blocks
@@ -140,7 +141,7 @@ def main(argv=None):
     p.add_argument("--model", choices=sorted(MODELS), default="sd15")
     p.add_argument("--ratios", default="0.3,0.5,0.7")
     p.add_argument("--only", help="comma-separated setting names to run (default: all)")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: native to the machine")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--size", type=int, help="image size in px (default: the model's native size)")
@@ -150,6 +151,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    args.dtype = pick_dtype(args.dtype, args.device)
     dtype = getattr(torch, args.dtype)
     ratios = [float(r) for r in args.ratios.split(",")]
     unet = build_unet(args.model, dtype, args.device)

@@ -181,6 +181,10 @@ def _merge_hook(state: MaMeState, address: BlockAddress):
         if plan.is_identity:
             return None
         merged = plan.merge(x)
+        if plan.key_log_size is not None:
+            # Proportional attention: every processor adds a float mask to the logits, so a
+            # [B, 1, M] mask of log sizes is each merged key's bias for every query and head.
+            kwargs = {**kwargs, "attention_mask": plan.key_log_size[:, None, :].to(x.dtype)}
         if state.settings.mode == "qkv":
             state.pending[_slot(address)] = plan
             return (merged, *args[1:]), kwargs

@@ -14,15 +14,37 @@ from dataclasses import dataclass, field
 
 import torch
 
+try:
+    import comfy.ldm.modules.attention as comfy_attention
+except ImportError:  # the package imported outside ComfyUI (e.g. collected by pytest)
+    comfy_attention = None
+
 from ..mame_core.block_step import BlockAddress, BlockStep
+from ..mame_core.size_bias import add_size_channel
 from .merge_recorder import MergeRecorder
 from .model_inspect import AttentionBlock, sampling_progress
 
 log = logging.getLogger("comfyui-mame")
 
-# Set in a block's extra_options once a MaMe patch has merged there, so a second MaMe
-# node in the chain (a stacked node) leaves that block alone.
+# Set in a block's extra_options to the plan once a MaMe patch has merged there: a second
+# MaMe node in the chain (a stacked node) leaves that block alone, and the attn1
+# replacement below reads the plan's key sizes from it.
 MERGED_MARK = "mame_merged"
+
+
+def sized_self_attention(q, k, v, extra_options):
+    """ComfyUI attn1 replacement (projected q, k, v in; output before to_out): the host's own
+    attention, with proportional attention (each merged key's logit + log of the tokens it
+    stands for) when a MaMe plan merged this block, via one extra channel per head so any
+    attention kernel computes it. Unmerged blocks get plain attention."""
+    optimized_attention = comfy_attention.optimized_attention  # read per call: ComfyUI may swap it
+    heads = extra_options["n_heads"]
+    plan = extra_options.get(MERGED_MARK)
+    log_size = getattr(plan, "key_log_size", None)
+    if log_size is None or k.shape[1] != log_size.shape[1]:
+        return optimized_attention(q, k, v, heads)
+    q2, k2, v2, restore = add_size_channel(q, k, v, log_size, heads)
+    return restore(optimized_attention(q2, k2, v2, heads))
 
 
 @dataclass
@@ -117,7 +139,7 @@ class MaMeAttentionPatch:
             return None
         if self.recorder.armed and not torch.compiler.is_compiling():
             self.recorder.record(n, grid, self.step, address)
-        extra_options[MERGED_MARK] = True
+        extra_options[MERGED_MARK] = plan
         if self.settings.mode == "qkv":
             self._pending = plan
         return plan.merge(n)

@@ -5,7 +5,7 @@ import logging
 
 from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
 from ..mame_core.block_step import DEFAULTS, BlockStep
-from .attention_patch import MaMeAttentionPatch
+from .attention_patch import MaMeAttentionPatch, sized_self_attention
 from .dit_patch import patch_dit
 from .model_inspect import attention_blocks, diffusion_unet, model_sampling
 from .merge_recorder import MAP_TYPE, recorder_for
@@ -41,9 +41,12 @@ class MaMe:
                                "smoother."}),
                 "threshold": ("FLOAT", {
                     "default": DEFAULTS["threshold"], "min": -1.0, "max": 1.0, "step": 0.01,
-                    "tooltip": "tau: cosine similarity a token needs to a destination to be averaged "
-                               "into it. Higher keeps more fine detail (sharper); lower averages more "
-                               "broadly (smoother)."}),
+                    "tooltip": "tau: the cosine similarity a merged token needs to its destination to be "
+                               "averaged into it. Below tau the destination keeps its own features and "
+                               "the merged token takes the destination's output back. tau never changes "
+                               "how many tokens attention runs on, nor which tokens stay unmerged (the "
+                               "least similar ones always do). -1 averages every merged pair; higher "
+                               "keeps destinations sharper."}),
                 "mode": (list(MODES), {
                     "default": DEFAULTS["mode"],
                     "tooltip": "qkv: merge queries, keys and values and restore the output (fastest). "
@@ -124,5 +127,23 @@ class MaMe:
         patched.set_model_attn1_patch(mame.merge)
         patched.set_model_attn1_output_patch(mame.restore)
         targets = [f"{b.stage}_{b.index}" for b in blocks if rules.ratio_for(b.stage, b.index, b.level) > 0]
+        if targets:
+            _replace_self_attention(patched, blocks)
         log.info("MaMe: %s; blocks: %s", rules.describe(), ", ".join(targets) or "none")
         return (patched, recorder)
+
+
+def _replace_self_attention(model, blocks) -> None:
+    """Install the proportional-attention replacement in every self-attention layer that no
+    other node has replaced (a replacement of another node's is left in place)."""
+    replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    skipped = []
+    for b in blocks:
+        for layer in range(b.depth):
+            if (b.stage, b.index, layer) in replaced and replaced[(b.stage, b.index, layer)] is not sized_self_attention:
+                skipped.append(f"{b.stage}_{b.index}.{layer}")
+                continue
+            model.set_model_attn1_replace(sized_self_attention, b.stage, b.index, layer)
+    if skipped:
+        log.warning("MaMe: another node replaced self-attention in %s; MaMe merges there without proportional "
+                    "attention", ", ".join(skipped))

@@ -159,3 +159,24 @@ def test_full_pipeline_from_tiny_components():
     again = pipe("a red barn", num_inference_steps=2, height=64, width=64, num_images_per_prompt=3,
                  guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert (out == again).all()  # seeded: the same run gives the same images
+
+
+@pytest.mark.parametrize("extra", [{"levels": "d1"}, {"start_percent": 0.2}, {"end_percent": 0.8}])
+def test_a_schedule_object_with_levels_or_window_arguments_is_refused(sd15, extra):
+    from mame_core import MaMeConfigError, Schedule
+
+    with pytest.raises(MaMeConfigError, match=f"{next(iter(extra))} cannot be combined with schedule=Schedule"):
+        apply_mame(sd15, schedule=Schedule(ratio=0.4), **extra)
+    assert mame_state(sd15) is None
+
+
+def test_a_schedule_object_carries_its_own_levels_and_window(sd15):
+    from mame_core import Schedule, parse_levels
+
+    apply_mame(sd15, schedule=Schedule(ratio=0.4, levels=parse_levels("d2"), start_percent=0.0, end_percent=0.3))
+    run(sd15, inputs(SD15, t=950))
+    early = dict(mame_state(sd15).last_pass)
+    run(sd15, inputs(SD15, t=100))
+    late = dict(mame_state(sd15).last_pass)
+    remove_mame(sd15)
+    assert set(early) == {"input_4.0", "input_5.0", "output_6.0", "output_7.0", "output_8.0"} and not late

@@ -143,9 +143,9 @@ def test_hires_fix_kv_mode_and_stacked_nodes(comfy):
     assert any("latent 24x24" in l for l in lines) and any("latent 36x36" in l for l in lines)
     assert any("mode qkv" in l and "input_1 576->288" in l for l in lines)
     kv = [l for l in lines if "mode kv" in l]
-    # 12x12 grid, 8x8 tiles: one tile of 64 tokens merges to 32, the 80 border tokens stay
-    assert any("latent 24x24" in l and "input_4 144->112" in l for l in kv)
-    assert any("latent 36x36" in l and "input_4 324->196" in l for l in kv)
+    # every grid merges at the ratio asked for, its border included: 12x12 and 18x18 halve
+    assert any("latent 24x24" in l and "input_4 144->72" in l for l in kv)
+    assert any("latent 36x36" in l and "input_4 324->162" in l for l in kv)
     assert all("input_1 " not in l for l in kv)
     assert server.alive()
 

@@ -98,3 +98,56 @@ def test_empty_text_is_no_rules():
 )
 def test_infer_grid(latent, tokens, expected):
     assert infer_grid(tokens, latent) == expected
+
+
+# Rule tiers (issue 15, bug 2): MaMe-node overrides > schedule-node overrides > schedule-node
+# sliders > ratio/levels, whatever the specificity; specificity only within a tier.
+from mame_core.schedule import NODE_OVERRIDES, SCHEDULE_OVERRIDES, SLIDERS, Rule  # noqa: E402
+
+
+def _tiered(*rules, levels="d1"):
+    return Schedule(ratio=0.5, levels=parse_levels(levels), rules=tuple(rules))
+
+
+@pytest.mark.parametrize("strong,weak", [
+    (NODE_OVERRIDES, SCHEDULE_OVERRIDES), (NODE_OVERRIDES, SLIDERS), (SCHEDULE_OVERRIDES, SLIDERS)])
+@pytest.mark.parametrize("order", ["strong first", "weak first"])
+def test_a_stronger_tier_wins_even_when_less_specific(strong, weak, order):
+    general = parse_rules("d1 = off", tier=strong)  # rank 2
+    specific = (Rule(0.3, stage="input", level=1, tier=weak),) + parse_rules("input_1 = 0.4", tier=weak)  # ranks 3, 4
+    rules = general + specific if order == "strong first" else specific + general
+    assert _tiered(*rules).ratio_for("input", 1, 1) == 0.0
+
+
+@pytest.mark.parametrize("tier", [SLIDERS, SCHEDULE_OVERRIDES, NODE_OVERRIDES])
+def test_any_rule_wins_over_ratio_and_levels(tier):
+    sched = _tiered(*parse_rules("d2 = 0.3, input_1 = off", tier=tier))
+    assert sched.ratio_for("input", 4, 2) == 0.3  # d2 is not among the levels, the rule still applies
+    assert sched.ratio_for("input", 1, 1) == 0.0
+    assert sched.ratio_for("input", 2, 1) == 0.5  # no rule: the ratio on the chosen levels
+
+
+def test_specificity_decides_within_a_tier():
+    rules = parse_rules("input_1 = 0.4", tier=SLIDERS) + (Rule(0.3, stage="input", level=1, tier=SLIDERS),)
+    assert _tiered(*rules).ratio_for("input", 1, 1) == 0.4
+
+
+def test_the_node_override_beats_a_schedule_slider_issue_example():
+    slider = Rule(0.5, stage="input", level=1, tier=SLIDERS)  # Block Schedule input_d1 = 0.5
+    assert _tiered(slider, *parse_rules("d1 = off")).ratio_for("input", 1, 1) == 0.0
+
+
+@pytest.mark.parametrize("key,stage,index,hit", [
+    ("double_0-18", "double", 18, True), ("double_0-18", "double", 19, False), ("double_0-18", "single", 3, False),
+    ("single_*", "single", 37, True), ("single", "single", 0, True), ("blocks_10-20", "blocks", 10, True),
+    ("blocks", "blocks", 39, True), ("d1", "double", 0, False), ("input", "double", 0, False),
+])
+def test_dit_keys(key, stage, index, hit):
+    sched = Schedule(ratio=0.5, rules=parse_rules(f"{key} = 0.2"))
+    assert sched.ratio_for(stage, index, 1) == (0.2 if hit else 0.5)
+
+
+def test_dit_blocks_ignore_levels():
+    assert Schedule(ratio=0.5, levels=frozenset({2})).ratio_for("double", 0) == 0.5
+    with pytest.raises(MaMeScheduleError, match="unknown block key 'double.d1'"):
+        parse_rules("double.d1 = 0.3")
