@@ -16,10 +16,9 @@ import torch
 def main() -> int:
     os.environ.setdefault("MAME_HOST", "2025")
     torch.set_num_threads(2)
+    from bench.timing import time_interleaved
     from embedded_host.dit_models import build_model, conditioning
     from embedded_host.inprocess import extension
-
-    from bench.timing import time_interleaved
 
     ext = extension()
     import comfy.sample

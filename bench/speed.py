@@ -226,7 +226,8 @@ def main(argv=None):
     for r in rows:
         bound = f"{r['amdahl_bound']:.2f}x" if "amdahl_bound" in r else "-"
         share = f"{r['share_of_bound']:.0%}" if r.get("share_of_bound") is not None else "-"
-        print(f"| {r['setting']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['speedup']:.2f}x | {bound} | {share} | {r['peak_mem_gb']:.1f} |")
+        print(f"| {r['setting']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['speedup']:.2f}x | {bound} | {share} "
+              f"| {r['peak_mem_gb']:.1f} |")
     print(f"wrote {out} ({result['seconds']} s)")
 
 

@@ -7,8 +7,8 @@ from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Sc
 from ..mame_core.block_step import DEFAULTS, BlockStep
 from .attention_patch import MaMeAttentionPatch, sized_self_attention
 from .dit_patch import patch_dit
-from .model_inspect import attention_blocks, diffusion_unet, model_sampling
 from .merge_recorder import MAP_TYPE, recorder_for
+from .model_inspect import attention_blocks, diffusion_unet, model_sampling
 from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
 
 log = logging.getLogger("comfyui-mame")

@@ -1,8 +1,6 @@
 """MaMe Merge Map: draw which tokens MaMe merged, over the generated image."""
 from __future__ import annotations
 
-import torch
-
 from ..mame_core import draw_merge_map
 from .merge_recorder import MAP_TYPE
 

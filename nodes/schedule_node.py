@@ -21,8 +21,10 @@ LEVEL_WIDGETS = (
 OVERRIDES_HELP = (
     "Exact per-block ratios, one 'key = ratio' per line or comma-separated. Order: the MaMe node's "
     "overrides win over the Block Schedule's overrides, which win over its sliders, which win over the "
-    "MaMe node's ratio and levels; within one of these the most specific key wins. Keys: input_4, output_3-5 (block ranges), output.d2 (stage at a level), d1/d2/d4/d8 "
-    "(a level), input/middle/output (a stage), default; DiT models: double_0-18, single_*, blocks_10-20. Ratios in [0, 1) or 'off'. '#' starts a comment."
+    "MaMe node's ratio and levels; within one of these the most specific key wins. Keys: input_4, "
+    "output_3-5 (block ranges), output.d2 (stage at a level), d1/d2/d4/d8 (a level), input/middle/output "
+    "(a stage), default; DiT models: double_0-18, single_*, blocks_10-20. Ratios in [0, 1) or 'off'. "
+    "'#' starts a comment."
 )
 
 

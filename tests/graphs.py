@@ -27,7 +27,7 @@ def small(graph: dict, width=256, height=256, steps=2, batch=1, prefix=None) -> 
     g = copy.deepcopy(graph)
     g[node_id(g, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] = TEST_CHECKPOINT
     g[node_id(g, "EmptyLatentImage")]["inputs"].update(width=width, height=height, batch_size=batch)
-    for k, v in g.items():
+    for _k, v in g.items():
         if v["class_type"] == "KSampler":
             v["inputs"]["steps"] = steps
         if v["class_type"] == "SaveImage" and prefix:

@@ -1,8 +1,8 @@
 """Bad settings fail early with a message naming the field; odd inputs behave defined."""
 import pytest
 import torch
-
 from conftest import seeded
+
 from mame_core import MaMeConfigError, MergeSettings, plan_merge
 
 

@@ -24,10 +24,10 @@ def test_quality_command_runs_on_the_random_weight_model(tmp_path, capsys):
 
 def test_speed_benchmark_attention_timer_sees_reduced_attention():
     import torch
-
-    from bench.speed import AttentionTimer
-    from bench.random_pipeline import TINY_UNET, seeded_weights_
     from diffusers import UNet2DConditionModel
+
+    from bench.random_pipeline import TINY_UNET, seeded_weights_
+    from bench.speed import AttentionTimer
     from mame_core import destinations_per_tile
     from mame_diffusers import apply_mame, remove_mame
     from mame_diffusers.adapter import _attention_blocks

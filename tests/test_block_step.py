@@ -3,8 +3,8 @@ import logging
 
 import pytest
 import torch
-
 from conftest import seeded
+
 from mame_core import MergeSettings, Schedule, parse_levels, parse_rules, plan_merge
 from mame_core.block_step import DEFAULTS, BlockAddress, BlockStep
 

@@ -3,7 +3,6 @@ ComfyUI's TorchCompileModel node does it (see ``compiled``), sampled with ComfyU
 MaMe must add no graph break and no recompilation, give the eager output, and keep merging."""
 import pytest
 import torch
-
 from comfy_models import mame_patch, sample, small_sd15
 
 pytestmark = pytest.mark.e2e

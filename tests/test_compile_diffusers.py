@@ -6,11 +6,11 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 import torch._dynamo as dynamo  # noqa: E402
+from conftest import seeded  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 
 from bench.random_pipeline import TINY_UNET, seeded_weights_  # noqa: E402
-from conftest import seeded  # noqa: E402
 from mame_diffusers import apply_mame, mame_state, remove_mame  # noqa: E402
 
 STEPS = 10
@@ -60,7 +60,7 @@ def test_one_graph_for_every_step_and_the_same_output_as_eager(unet, mode):
         remove_mame(unet)
         dynamo.reset()
     assert counter.frame_count == 1, "recompiled during sampling"
-    for step, (c, e, p) in enumerate(zip(compiled, eager, plain)):
+    for step, (c, e, p) in enumerate(zip(compiled, eager, plain, strict=False)):
         torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5, msg=f"step {step}")
         # merging stays on when compiled: every step moves the output well beyond float noise
         assert (c - p).abs().max() > 1e-3 * p.abs().max(), f"step {step}: compiled output equals no MaMe"
@@ -75,7 +75,7 @@ def test_a_window_boundary_adds_exactly_one_graph(unet):
         remove_mame(unet)
         dynamo.reset()
     assert counter.frame_count == 2  # merging on, then off: each state compiled once
-    for c, e in zip(compiled, eager):
+    for c, e in zip(compiled, eager, strict=False):
         torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
 
 
@@ -97,5 +97,5 @@ def test_inductor(unet):
         remove_mame(unet)
         dynamo.reset()
     assert counter.frame_count == 1
-    for c, e in zip(compiled, eager):
+    for c, e in zip(compiled, eager, strict=False):
         torch.testing.assert_close(c, e, rtol=1e-3, atol=1e-4)

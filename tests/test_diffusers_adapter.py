@@ -6,11 +6,11 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
+from conftest import seeded  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, SlicedAttnProcessor  # noqa: E402
 
 from bench.random_pipeline import TINY_UNET, random_pipeline, seeded_weights_  # noqa: E402
-from conftest import seeded  # noqa: E402
 from mame_diffusers import apply_mame, mame_state, remove_mame  # noqa: E402
 
 SD15 = TINY_UNET  # the SD1.5 block layout, narrow

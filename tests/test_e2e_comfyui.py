@@ -140,13 +140,13 @@ def test_hires_fix_kv_mode_and_stacked_nodes(comfy):
     out = images(client, client.run(small(graph, width=192, height=192, prefix="e2e_hires")))
     assert out[0].shape == (288, 288, 3)
     lines = merge_lines(server, start)
-    assert any("latent 24x24" in l for l in lines) and any("latent 36x36" in l for l in lines)
-    assert any("mode qkv" in l and "input_1 576->288" in l for l in lines)
-    kv = [l for l in lines if "mode kv" in l]
+    assert any("latent 24x24" in line for line in lines) and any("latent 36x36" in line for line in lines)
+    assert any("mode qkv" in line and "input_1 576->288" in line for line in lines)
+    kv = [line for line in lines if "mode kv" in line]
     # every grid merges at the ratio asked for, its border included: 12x12 and 18x18 halve
-    assert any("latent 24x24" in l and "input_4 144->72" in l for l in kv)
-    assert any("latent 36x36" in l and "input_4 324->162" in l for l in kv)
-    assert all("input_1 " not in l for l in kv)
+    assert any("latent 24x24" in line and "input_4 144->72" in line for line in kv)
+    assert any("latent 36x36" in line and "input_4 324->162" in line for line in kv)
+    assert all("input_1 " not in line for line in kv)
     assert server.alive()
 
 
@@ -173,7 +173,8 @@ def test_ui_example_workflows_match_the_api_workflows(comfy, name):
     api = load(name)
     assert {n["type"] for n in ui["nodes"]} <= set(info), "every node type exists on the server"
     converted = ui_to_api(ui, info)
-    strip = lambda g: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
+    def strip(g):
+        return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
     assert strip(converted) == strip(api)
 
 

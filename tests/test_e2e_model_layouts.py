@@ -10,8 +10,8 @@ import logging
 import pytest
 import torch
 
-from embedded_host.inprocess import comfy_host, extension
 from embedded_host.checkpoint import fill_
+from embedded_host.inprocess import comfy_host, extension
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ even where the UNet's final output would hide it. Weights are scaled so the patc
 output differs from plain attention by a known, non-trivial amount."""
 import pytest
 import torch
-
 from conftest import seeded
+
 from mame_core.block_step import BlockAddress
 
 

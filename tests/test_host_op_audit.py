@@ -7,8 +7,8 @@ import functools
 
 import pytest
 import torch
-
 from conftest import seeded
+
 from op_audit import OpRecorder, no_host_sync
 
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 import torch
-
 from comfy_models import mame_patch, sample, small_sd15
+
 from embedded_host.inprocess import extension
 
 pytestmark = pytest.mark.e2e
