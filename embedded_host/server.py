@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mame_batch.worker import stop_process
+
 from .hosts import REPO, host_dir, lay_out_vendored
 
 EXTENSION_NAME = "comfyui-mame"
@@ -104,13 +106,7 @@ class ComfyServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> "ComfyServer":
         return self.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from .client import ComfyError
 from .errors import BatchInputError
 from .jobs import Task
-from .manifest import Manifest, unused_path
+from .manifest import Manifest, task_record, unused_path
 from .progress import Progress
 from .worker import ManagedServerWorker, ServerWorker
 
@@ -166,23 +166,10 @@ class ClusterRunner:
         start = max(result.get("queued_at") or now, server.last_finish)
         if status != "rejected":
             server.last_finish = now
-        record = {
-            "key": task.key,
-            "job_index": task.job.index,
-            "job": {**task.job.fields, **{str(k): v for k, v in task.job.inputs.items()}},
-            "setting": task.setting,
-            "setting_label": task.setting_label,
-            "prompt_id": result.get("prompt_id"),
-            "server": server.name,
-            "attempts": attempt,
-            "status": status,
-            "wall_time": round(now - start, 3) if status == "ok" else None,
-            "finished_at": now,
-            "outputs": [],
-            **({"error": result["error"]} if result.get("error") else {}),
-            **({"node_errors": result["node_errors"]} if result.get("node_errors") else {}),
-            **extra,
-        }
+        details = {key: result[key] for key in ("error", "node_errors") if result.get(key)}
+        details.update(extra)  # the caller's error, where given, says more than the worker's
+        record = task_record(task, result.get("prompt_id"), status, now - start, server=server.name,
+                             attempts=attempt, **details)
         self.manifest.append(record)
         self.records.append(record)
         self.progress.done(f"{task.key} @ {server.name}", status, record["wall_time"], record.get("error"))

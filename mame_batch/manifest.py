@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -31,6 +32,23 @@ class Manifest:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def task_record(task, prompt_id, status: str, wall_time: float | None, **extra) -> dict:
+    """The manifest line of one finished task (outputs filled in by the caller once written)."""
+    return {
+        "key": task.key,
+        "job_index": task.job.index,
+        "job": {**task.job.fields, **{str(k): v for k, v in task.job.inputs.items()}},
+        "setting": task.setting,
+        "setting_label": task.setting_label,
+        "prompt_id": prompt_id,
+        "status": status,
+        "wall_time": round(wall_time, 3) if status == "ok" else None,
+        "finished_at": time.time(),
+        "outputs": [],
+        **extra,
+    }
 
 
 def unused_path(path: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 from .client import ComfyClient, ComfyError, ExecutionFailed, PromptRejected
 from .events import EventStream
 from .jobs import Task
-from .manifest import Manifest, unused_path
+from .manifest import Manifest, task_record, unused_path
 from .progress import Progress
 
 
@@ -143,19 +143,7 @@ class BatchRunner:
         now = time.monotonic()
         start = started_at if started_at is not None else max(queued_at, self._last_finish)
         self._last_finish = now if status != "rejected" else self._last_finish
-        record = {
-            "key": task.key,
-            "job_index": task.job.index,
-            "job": {**task.job.fields, **{str(k): v for k, v in task.job.inputs.items()}},
-            "setting": task.setting,
-            "setting_label": task.setting_label,
-            "prompt_id": prompt_id,
-            "status": status,
-            "wall_time": round(now - start, 3) if status == "ok" else None,
-            "finished_at": time.time(),
-            "outputs": [],
-            **extra,
-        }
+        record = task_record(task, prompt_id, status, now - start, **extra)
         self.manifest.append(record)
         records.append(record)
         self.progress.done(task.key, status, record.get("wall_time"), record.get("error"))

@@ -128,13 +128,19 @@ class ManagedServerWorker(ServerWorker):
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     def shutdown(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
-__all__ = ["ComfyError", "ManagedServerWorker", "ServerWorker"]
+def stop_process(process: subprocess.Popen | None, grace: float = 20.0) -> None:
+    """Ask a server process to exit, and kill it if it has not within ``grace`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+__all__ = ["ComfyError", "ManagedServerWorker", "ServerWorker", "stop_process"]
