@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/benchmarks.md, in sequence (about 40 minutes on 2 CPU cores).
-# Results go to bench/results/; the plot and merge-map figure to docs/.
+# Every benchmark behind docs/benchmarks.md and docs/dit.md, in sequence (about an hour on a
+# quiet 2-core CPU; more if the machine is busy). Results go to bench/results/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
 py=.venv/bin/python
 mkdir -p bench/results
-$py -m bench.micro_merge | tee bench/results/micro_merge.txt
-$py -m bench.fidelity --out bench/results/fidelity.json | tee bench/results/fidelity.txt
-$py -m bench.speed --model sd15 --rounds 4 | tee bench/results/speed-sd15.txt
-$py -m bench.speed --model sd21 --rounds 2 | tee bench/results/speed-sd21.txt
-$py -m bench.speed --model sdxl --rounds 2 \
-  --only "mame-qkv r0.3,mame-qkv r0.5,mame-qkv r0.7,mame-kv r0.5,tomesd r0.5,tomesd r0.5 max_downsample=2,todo r0.5" \
-  | tee bench/results/speed-sdxl.txt
-$py -m bench.tables
-$py -m bench.report
-$py -m bench.merge_maps
+$py -m bench.fidelity --out bench/results/fidelity.json --text bench/results/fidelity.txt
+$py -m bench.fidelity_before_after > bench/results/fidelity-before-after.txt
+{ $py -m bench.micro_merge --rounds 9; echo; $py -m bench.micro_merge --tokens 16384 --rounds 3; } \
+  | tee bench/results/micro_merge.txt
+only="mame-qkv r0.5,mame-kv r0.5,tomesd r0.5,todo r0.5"
+$py -m bench.speed --model sd15 --ratios 0.5 --rounds 3 --only "$only" --out bench/results/speed-sd15.json \
+  | tee bench/results/speed-sd15.txt
+$py -m bench.speed --model sd21 --ratios 0.5 --rounds 2 --only "$only" --out bench/results/speed-sd21.json \
+  | tee bench/results/speed-sd21.txt
+$py -m bench.speed --model sdxl --ratios 0.5 --rounds 2 --only "mame-qkv r0.5,tomesd r0.5,tomesd r0.5 max_downsample=2,todo r0.5" \
+  --out bench/results/speed-sdxl.json | tee bench/results/speed-sdxl.txt
+$py -m bench.compile_speed --model sd15 --rounds 3 | tee bench/results/compile-speed-sd15.txt
+for case in sd35m-1024 flux-1024 wan13b-480p33 flux-2048; do
+  $py -m bench.dit_blocks --case "$case" --rounds 2 > "bench/results/dit-$case.json"
+done
+MAME_HOST=2025 $py -m bench.dit_easycache > bench/results/dit_easycache.json
