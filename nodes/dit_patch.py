@@ -57,38 +57,9 @@ class CallInfo:
         return math.prod(self.grid)
 
 
-class FramewisePlan:
-    """A 2-D plan applied to every frame of a video at once (frames folded into the batch):
-    the adapter for engines without 3-D tiles (plan_merge(..., frames>1) not implemented)."""
-
-    is_identity = False
-    key_log_size = None
-
-    def __init__(self, plan, frames: int):
-        self.plan = plan
-        self.frames = frames
-        self.merged_tokens = plan.merged_tokens * frames
-        self.full_tokens = plan.full_tokens * frames
-
-    def merge(self, x):
-        y = self.plan.merge(x.reshape(x.shape[0] * self.frames, -1, x.shape[-1]))
-        return y.reshape(x.shape[0], -1, y.shape[-1])
-
-    def restore(self, y):
-        out = self.plan.restore(y.reshape(y.shape[0] * self.frames, -1, y.shape[-1]))
-        return out.reshape(y.shape[0], -1, out.shape[-1])
-
-
 def plan_image(step: BlockStep, x, address: BlockAddress, grid):
-    """``step.plan`` on the image tokens; video frame by frame where the engine has no 3-D tiles."""
-    if len(grid) == 3 and grid[0] > 1:
-        try:
-            return step.plan(x, address, grid)
-        except NotImplementedError:
-            frames, h, w = grid
-            plan = step.plan(x.reshape(x.shape[0] * frames, h * w, x.shape[-1]), address, (h, w))
-            return plan if plan.is_identity else FramewisePlan(plan, frames)
-    return step.plan(x, address, grid[-2:])
+    """``step.plan`` on the image tokens: 3-D tiles for video (frames > 1), 2-D otherwise."""
+    return step.plan(x, address, grid if len(grid) == 3 and grid[0] > 1 else grid[-2:])
 
 
 def sigma_to_progress(model_sampling, sigma: float) -> float:
