@@ -13,8 +13,6 @@ from .grid import infer_grid, level_sizes
 from .merge import (
     IdentityPlan,
     MergePlan,
-    destinations_per_tile,
-    kept_per_tile,
     merged_tokens_for,
     plan_merge,
     plan_seeded,
@@ -52,8 +50,6 @@ __all__ = [
     "Schedule",
     "check_window",
     "describe_merges",
-    "destinations_per_tile",
-    "kept_per_tile",
     "merged_tokens_for",
     "draw_merge_map",
     "infer_grid",

@@ -1,32 +1,37 @@
-"""MaMe (merge) and MaRe (restore): region-wise bipartite matching as dense matrix products.
+"""MaMe (merge) and MaRe (restore): content-adaptive bipartite merging as dense tensor ops.
 
-The grid is cut into tiles that cover it all (:mod:`.tiling`). In each tile of ``T`` tokens,
-``r = round(ratio*T)`` tokens are merged away, exactly, whatever the tile holds:
+The grid is cut into tiles that cover it all (:mod:`.tiling`); matching is local to a tile,
+the choice of what merges is made over the whole grid:
 
-1. ``d`` destinations, one per 2x2 cell (:mod:`.destinations`); every other token is a source.
-2. ``S = cos(X, X_dest)``, ``[T, d]``; each source's best destination is the max of its
-   row (a reduction; a tiny offset per column makes the first maximum win on ties).
-3. The ``r`` sources with the highest best similarity merge: a source's rank is the number
-   of sources scoring higher (ties broken by position), compared with ``r``. So content
-   decides which tokens merge (redundant areas give more), the count is exact, and a token
-   that resembles nothing stays as its own token: a distinct key never leaves attention.
-4. The ``k = T - r`` kept tokens are packed in order by a one-hot ``P`` (``[T, k]``) built
-   from a cumulative sum compared with ``arange``. ``A = keep*P + merged*(best @ E^T P)``
-   is each token's slot (one 1 per row).
-5. MaMe: ``M = W^T X / colsum(W)``, with ``W = A`` except that a merged source whose best
-   similarity is below τ gets weight 0 (the destination is not averaged with it).
-   ``key_log_size = log(colsum(A))``: how many tokens each merged token stands for, for
-   proportional attention (:mod:`.size_bias`).
-6. MaRe: ``Y = A @ Y'``: every token takes its slot's output back.
+1. ``d`` destinations per tile, one per 2x2 cell (:mod:`.destinations`); every other token
+   is a source.
+2. ``S = cos(X, X_dest)`` per tile, ``[T, d]``; each source's best destination is the max of
+   its row (a reduction; a tiny offset per column makes the first maximum win on ties).
+3. Over the whole grid, exactly ``r = round(ratio*N)`` sources merge: those with the highest
+   best similarity (:func:`.selection.top_count_mask`, a radix descent on counts, no sort).
+   Redundant regions give many tokens, detailed ones few, and a token that resembles nothing
+   stays as its own token: a distinct key never leaves attention.
+4. Each destination becomes the average of itself and the sources merged into it (a source
+   whose similarity is below τ is not averaged in): one ``[d, T] @ [T, C]`` product per tile,
+   written back in place.
+5. The merged sources are removed and the ``N - r`` kept tokens packed to the front in
+   order by log-step shifts (:mod:`.compaction`). ``key_log_size`` is the log of how many
+   tokens each kept token stands for (proportional attention, :mod:`.size_bias`).
+6. MaRe: the shifts run backwards, then each merged source takes its destination's output
+   (``best @ E^T`` per tile).
 
 No sort, gather, scatter or host sync; static shapes (``merged_tokens`` depends only on the
 grid and the settings).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
+from .compaction import Compaction
 from .destinations import cell_count, destination_mask, one_hot_slots, pattern_for
+from .selection import top_count_mask
 from .settings import MaMeConfigError, MergeSettings
 from .tiling import Block, Tiling
 
@@ -34,46 +39,61 @@ _FAR = -4.0  # below any cosine similarity: destinations never rank as sources
 
 
 def removed_per_tile(tile_tokens: int, ratio: float) -> int:
+    """round(ratio*T), at most T-1: what a tile of T tokens would give up on its own share."""
     return min(tile_tokens - 1, round(ratio * tile_tokens))
 
 
-def kept_per_tile(tile_tokens: int, ratio: float) -> int:
-    return tile_tokens - removed_per_tile(tile_tokens, ratio)
+def destinations_in(block: Block, ratio: float) -> int:
+    """Destinations per tile: one per 2x2 cell, fewer at high ratios: at most ``T - ceil(ratio*T)``,
+    so the grid always has the ``round(ratio*N)`` sources it must merge."""
+    t = block.tile_tokens
+    return max(1, min(cell_count(block.shape), t - math.ceil(ratio * t - 1e-9)))
 
 
-destinations_per_tile = kept_per_tile  # the name older callers use (kept tokens per tile)
+def removed_for(tiling: Tiling, ratio: float) -> int:
+    """How many tokens the whole grid gives up: round(ratio*N), capped by the sources there are."""
+    sources = sum(b.tiles * (b.tile_tokens - destinations_in(b, ratio)) for b in tiling.blocks)
+    return min(sources, round(ratio * tiling.tokens))
 
 
 class BlockMerge:
-    """The matrices of one block of equally shaped tiles."""
+    """The matching of one block of equally shaped tiles (``G`` tiles of ``T`` tokens)."""
 
-    def __init__(self, block: Block, kept: int, assign: torch.Tensor, weights: torch.Tensor):
+    def __init__(self, block: Block, select: torch.Tensor, best: torch.Tensor, score: torch.Tensor,
+                 merged: torch.Tensor, weights: torch.Tensor):
         self.block = block
-        self.kept = kept
-        self.assign = assign  # A, [B*G, T, k]
-        self.weights = weights  # W / colsum(W), [B*G, T, k]
+        self.score = score  # [B, G, T]: each source's best similarity (-4 on destinations)
+        self.select = select  # E, [G, T, d]: one-hot of each destination's place
+        self.best = best  # [B, G, T, d]: one-hot of each source's best destination
+        self.merged = merged  # bool [B, G, T]
+        self.weights = weights  # [B, G, T, d]: averaging weights of each destination's group
 
 
 class MergePlan:
-    """The merge and restore matrices of one call, built from the block's input tokens."""
+    """The merge and restore operators of one call, built from the block's input tokens."""
 
     is_identity = False
 
-    def __init__(self, tiling: Tiling, parts: list[BlockMerge], batch: int, log_size: torch.Tensor,
-                 source: tuple | None = None):
+    def __init__(self, tiling: Tiling, parts: list[BlockMerge], batch: int, compaction: Compaction,
+                 log_size: torch.Tensor, source: tuple | None = None):
         self.tiling = tiling
         self.parts = parts
         self.batch = batch
+        self.compaction = compaction
         self.key_log_size = log_size  # [B, M]
         self._source = source  # (x, its tiles): merge(x) of the planning input reuses the cut
 
     @property
     def merged_tokens(self) -> int:
-        return sum(p.block.tiles * p.kept for p in self.parts)
+        return self.compaction.kept
 
     @property
     def full_tokens(self) -> int:
         return self.tiling.tokens
+
+    def _tile_order(self, tiles: list[torch.Tensor]) -> torch.Tensor:
+        out = [t.reshape(self.batch, t.shape[1] * t.shape[2], *t.shape[3:]) for t in tiles]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """MaMe: ``[B, N, C]`` to ``[B, M, C]``."""
@@ -82,23 +102,34 @@ class MergePlan:
             self._source = None  # not kept alive through attention
         else:
             tiles = self.tiling.split(x)
-        c = x.shape[-1]
-        out = [
-            torch.matmul(p.weights.transpose(1, 2).to(x.dtype), t).reshape(self.batch, p.block.tiles * p.kept, c)
-            for p, t in zip(self.parts, tiles, strict=False)
-        ]
-        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+        averaged = []
+        for p, t in zip(self.parts, tiles, strict=False):
+            t = t.reshape(self.batch, p.block.tiles, p.block.tile_tokens, t.shape[-1])
+            dest = torch.matmul(p.weights.transpose(-1, -2).to(x.dtype), t)  # [B, G, d, C]
+            placed = torch.matmul(p.select.to(x.dtype), dest)  # back at the destinations' places
+            is_dest = p.select.sum(dim=-1, keepdim=True) > 0
+            averaged.append(torch.where(is_dest, placed, t))
+        return self.compaction.compact(self._tile_order(averaged))
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         """MaRe: ``[B, M, C]`` back to ``[B, N, C]``."""
-        c = y.shape[-1]
+        full = self.compaction.expand(y)
         tiles, start = [], 0
         for p in self.parts:
-            n = p.block.tiles * p.kept
-            merged = y[:, start : start + n].reshape(self.batch * p.block.tiles, p.kept, c)
-            tiles.append(torch.matmul(p.assign.to(y.dtype), merged))
-            start += n
+            g, t_count = p.block.tiles, p.block.tile_tokens
+            part = full[:, start : start + g * t_count].reshape(self.batch, g, t_count, y.shape[-1])
+            start += g * t_count
+            dest = torch.matmul(p.select.transpose(-1, -2).to(y.dtype), part)  # [B, G, d, C]
+            taken = torch.matmul(p.best.to(y.dtype), dest)  # each token's best destination's output
+            part = torch.where(p.merged.unsqueeze(-1), taken, part)
+            tiles.append(part.reshape(self.batch * g, t_count, y.shape[-1]))
         return self.tiling.join(tiles)
+
+    def groups(self) -> torch.Tensor:
+        """Long ``[B, N]``: the merged token (0..M-1) each token belongs to (for display and tests)."""
+        slots = torch.arange(self.merged_tokens, device=self.key_log_size.device, dtype=torch.float64)
+        slots = slots.reshape(1, -1, 1).expand(self.batch, -1, 1)
+        return self.restore(slots).round().to(torch.int64)[..., 0]
 
 
 class IdentityPlan:
@@ -121,15 +152,14 @@ def _similarity_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def match_tiles(tiles: torch.Tensor, is_dest: torch.Tensor, d: int, removed: int):
-    """Bipartite matching inside each tile.
+def match_tiles(tiles: torch.Tensor, is_dest: torch.Tensor, d: int):
+    """Each source's best destination inside its tile.
 
     tiles: ``[B, G, T, C]`` metric (float32/64); is_dest: bool ``[G, T]`` with ``d`` trues a row.
-    Returns (best one-hot ``[B, G, T, d]``, best similarity ``[B, G, T]``, merged bool ``[B, G, T]``,
-    destination one-hot ``E`` ``[G, T, d]``).
+    Returns (best one-hot ``[B, G, T, d]``, score ``[B, G, T]``: the best similarity, ``-4`` on
+    destinations; destination one-hot ``E`` ``[G, T, d]``).
     """
     dtype = tiles.dtype
-    t_count = tiles.shape[-2]
     select = one_hot_slots(is_dest, d, dtype)  # E, [G, T, d]
     norms = torch.linalg.vector_norm(tiles, dim=-1, keepdim=True).clamp_min(1e-6)
     unit = tiles / norms
@@ -142,44 +172,21 @@ def match_tiles(tiles: torch.Tensor, is_dest: torch.Tensor, d: int, removed: int
     hits = ranked >= top
     best = (hits & (torch.cumsum(hits.to(torch.int64), dim=-1) == 1)).to(dtype)
     best_sim = (sim * best).sum(dim=-1)  # [B, G, T]
-    score = torch.where(is_dest, torch.full_like(best_sim, _FAR), best_sim)
-    # one integer key per token: the score on a 2^-24 grid, then the position (earlier first)
-    # so every key is distinct and "fewer than r keys above mine" merges exactly r sources
-    pos = torch.arange(t_count, device=tiles.device)
-    key = torch.round(score * 2.0**24).to(torch.int64) * t_count + (t_count - 1 - pos)
-    rank = (key.unsqueeze(-2) > key.unsqueeze(-1)).sum(dim=-1)  # keys above mine
-    merged = rank < removed
-    return best, best_sim, merged, select
+    score = torch.where(is_dest, torch.full_like(best_sim, _FAR), best_sim.clamp(-1.0, 1.0))
+    return best, score, select
 
 
-def _plan_block(tiles: torch.Tensor, block: Block, batch: int, settings: MergeSettings, pattern: torch.Tensor):
-    t_count = block.tile_tokens
-    removed = removed_per_tile(t_count, settings.ratio)
-    kept = t_count - removed
-    d = max(1, min(cell_count(block.shape), kept))
-    dtype = tiles.dtype
-    g = block.tiles
-    metric = tiles.reshape(batch, g, t_count, tiles.shape[-1])
-    is_dest = destination_mask(block.shape, g, block.first_tile, d, pattern)  # [G, T]
-    best, best_sim, merged, select = match_tiles(metric, is_dest, d, removed)
-    keep = ~merged
-    pack = one_hot_slots(keep, kept, dtype)  # [B, G, T, k]
-    dest_slot = torch.matmul(select.transpose(-1, -2), pack)  # [B, G, d, k]
-    follow = torch.matmul(best, dest_slot)  # [B, G, T, k]: the slot of each token's best destination
-    merged_f = merged.to(dtype).unsqueeze(-1)
-    assign = pack + merged_f * follow
-    size = assign.sum(dim=-2)  # [B, G, k]
-    if settings.gate == "hard" and settings.threshold <= -1.0:
-        weights = assign / size.unsqueeze(-2)  # every merged pair is averaged
+def _weights(best, score, merged, select, settings):
+    """Averaging weights ``[B, G, T, d]``: each destination's group, normalised per column."""
+    dtype = best.dtype
+    if settings.threshold <= -1.0 and settings.gate == "hard":
+        take = merged.to(dtype)
+    elif settings.gate == "hard":
+        take = merged.to(dtype) * (score >= settings.threshold).to(dtype)
     else:
-        if settings.gate == "hard":
-            gate = (best_sim >= settings.threshold).to(dtype)
-        else:
-            gate = torch.sigmoid((best_sim - settings.threshold) / settings.gate_width)
-        weights = pack + merged_f * gate.unsqueeze(-1) * follow
-        weights = weights / weights.sum(dim=-2, keepdim=True)
-    flat = (batch * g, t_count, kept)
-    return assign.reshape(flat), weights.reshape(flat), kept, size.reshape(batch, g * kept)
+        take = merged.to(dtype) * torch.sigmoid((score - settings.threshold) / settings.gate_width)
+    w = select + take.unsqueeze(-1) * best
+    return w / w.sum(dim=-2, keepdim=True)
 
 
 def _check_input(x: torch.Tensor, h: int, w: int, frames: int) -> None:
@@ -202,7 +209,7 @@ def tiling_for(h: int, w: int, settings: MergeSettings, frames: int = 1) -> Tili
 def merged_tokens_for(h: int, w: int, settings: MergeSettings, frames: int = 1) -> int:
     """How many tokens attention runs on after MaMe, from the grid and settings alone."""
     tiling = tiling_for(h, w, settings, frames)
-    return sum(b.tiles * (b.tile_tokens - removed_per_tile(b.tile_tokens, settings.ratio)) for b in tiling.blocks)
+    return tiling.tokens - removed_for(tiling, settings.ratio)
 
 
 def plan_merge(
@@ -213,12 +220,13 @@ def plan_merge(
     pattern: int | torch.Tensor = 0,
     frames: int = 1,
 ) -> MergePlan | IdentityPlan:
-    """Build the MaMe/MaRe matrices for ``x`` (``[B, frames*h*w, C]``, (frame, row, column)
+    """Build the MaMe/MaRe operators for ``x`` (``[B, frames*h*w, C]``, (frame, row, column)
     raster order). ``pattern`` (an int or a 0-dim integer tensor, any value) picks the
     destinations; a tensor keeps planning free of host syncs and of recompilation."""
     _check_input(x, h, w, frames)
     tiling = tiling_for(h, w, settings, frames)
-    if settings.ratio == 0.0 or all(removed_per_tile(b.tile_tokens, settings.ratio) == 0 for b in tiling.blocks):
+    removed = removed_for(tiling, settings.ratio) if settings.ratio > 0.0 else 0
+    if removed == 0:
         return IdentityPlan(x.shape[1])
     if isinstance(pattern, tuple):  # older callers passed a (dy, dx) shift
         pattern = pattern[0] * 65536 + pattern[1]
@@ -228,13 +236,27 @@ def plan_merge(
     batch = x.shape[0]
     sim_dtype = _similarity_dtype(x.dtype)
     raw = tiling.split(x)
-    parts, sizes = [], []
+    matched = []
     for block, tiles in zip(tiling.blocks, raw, strict=False):
-        assign, weights, kept, size = _plan_block(tiles.to(sim_dtype), block, batch, settings, pattern)
-        parts.append(BlockMerge(block, kept, assign.to(x.dtype), weights.to(x.dtype)))
-        sizes.append(size)
-    log_size = torch.log(sizes[0] if len(sizes) == 1 else torch.cat(sizes, dim=1))
-    return MergePlan(tiling, parts, batch, log_size, (x, raw))
+        d = destinations_in(block, settings.ratio)
+        is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, pattern)  # [G, T]
+        metric = tiles.to(sim_dtype).reshape(batch, block.tiles, block.tile_tokens, tiles.shape[-1])
+        matched.append(match_tiles(metric, is_dest, d))
+    score = torch.cat([s.reshape(batch, s.shape[1] * s.shape[2]) for _, s, _ in matched], dim=1)  # [B, N], tile order
+    merged_all = top_count_mask(score, removed)
+    parts, sizes, start = [], [], 0
+    for block, (best, s, select) in zip(tiling.blocks, matched, strict=False):
+        n = block.tiles * block.tile_tokens
+        merged = merged_all[:, start:start + n].reshape(s.shape)
+        start += n
+        weights = _weights(best, s, merged, select, settings)
+        joined = torch.matmul(merged.to(best.dtype).unsqueeze(-2), best).squeeze(-2)  # [B, G, d] sources in
+        sizes.append((1.0 + torch.matmul(select, joined.unsqueeze(-1)).squeeze(-1)).reshape(batch, n))
+        parts.append(BlockMerge(block, select.to(x.dtype), best.to(x.dtype), s, merged, weights.to(x.dtype)))
+    compaction = Compaction(merged_all, removed)
+    size = sizes[0] if len(sizes) == 1 else torch.cat(sizes, dim=1)
+    log_size = torch.log(compaction.compact(size.unsqueeze(-1)).squeeze(-1)).to(x.dtype)
+    return MergePlan(tiling, parts, batch, compaction, log_size, (x, raw))
 
 
 def plan_seeded(

@@ -1,8 +1,8 @@
 """Which tokens MaMe merged where, for display: an analysis of one call, not part of merging.
 
-:func:`describe_merges` runs the same matching as :func:`plan_merge` (same tiling, same
-destinations, same ranking) on one batch item, on the CPU on purpose (it reads values back,
-which the merge path never does), and reduces it to per-token labels: the merged token
+:func:`describe_merges` builds the plan of :func:`plan_merge` for one batch item, on the CPU
+on purpose (it reads values back, which the merge path never does), and reduces it to
+per-token labels: the merged token
 each token belongs to, whether it is a destination, and whether it was averaged (cleared τ).
 :func:`draw_merge_map` paints those labels over the generated image.
 """
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .destinations import cell_count, destination_mask
-from .merge import match_tiles, removed_per_tile, tiling_for
+from .merge import plan_merge
 from .settings import MergeSettings
 
 
@@ -49,38 +48,25 @@ def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, pa
     """Labels for the tokens ``x`` (``[N, C]`` or ``[1, N, C]``) of one image (one batch item).
 
     ``pattern`` is the int (or tensor) given to :func:`plan_merge`; a legacy (dy, dx) tuple is
-    mapped the same way plan_merge maps it."""
+    mapped the same way plan_merge maps it. The labels are read off the very plan that
+    :func:`plan_merge` builds, so the map shows what merging does."""
     x = x.detach().to("cpu", torch.float32).reshape(1, -1, x.shape[-1])
     if isinstance(pattern, tuple):
         pattern = pattern[0] * 65536 + pattern[1]
     pattern = torch.as_tensor(pattern).detach().to("cpu", torch.int64).reshape(()) % (2**62)
-    tiling = tiling_for(h, w, settings)
-    labels = {name: [] for name in ("group", "dest", "merged", "above")}
-    offset = 0
-    for block, tiles in zip(tiling.blocks, tiling.split(x), strict=False):
-        t_count = block.tile_tokens
-        removed = removed_per_tile(t_count, settings.ratio)
-        kept = t_count - removed
-        d = max(1, min(cell_count(block.shape), kept))
-        is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, pattern)
-        best, best_sim, merged, _ = match_tiles(tiles.unsqueeze(0), is_dest, d, removed)
-        best, best_sim, merged = best[0], best_sim[0], merged[0]  # [G, T, d], [G, T], [G, T]
-        keep_slot = torch.cumsum((~merged).long(), dim=-1) - 1  # slot of each kept token
-        dest_pos = torch.cumsum(is_dest.long(), dim=-1) - 1  # destination column of each destination
-        dest_slot = torch.zeros(block.tiles, d, dtype=torch.long)
-        for g in range(block.tiles):
-            dest_slot[g, dest_pos[g][is_dest[g]]] = keep_slot[g][is_dest[g]]
-        follow = torch.gather(dest_slot, 1, best.argmax(dim=-1))
-        slot = torch.where(merged, follow, keep_slot)
-        tile_base = offset + torch.arange(block.tiles).unsqueeze(1) * kept
-        labels["group"].append((slot + tile_base).unsqueeze(-1).float())
-        labels["dest"].append(is_dest.unsqueeze(-1).float())
-        labels["merged"].append(merged.unsqueeze(-1).float())
-        labels["above"].append((merged & (best_sim >= settings.threshold)).unsqueeze(-1).float())
-        offset += block.tiles * kept
-    grids = {k: tiling.join(v).reshape(h, w) for k, v in labels.items()}
-    return MergeMap(h, w, grids["group"].long(), grids["dest"] > 0.5, grids["merged"] > 0.5, grids["above"] > 0.5,
-                    settings.threshold, settings.tile)
+    plan = plan_merge(x, h, w, settings, pattern)
+    if plan.is_identity:
+        none = torch.zeros(h, w, dtype=torch.bool)
+        return MergeMap(h, w, torch.arange(h * w).reshape(h, w), none, none, none, settings.threshold, settings.tile)
+
+    def grid(per_part) -> torch.Tensor:
+        tiles = [per_part(p).reshape(p.block.tiles, p.block.tile_tokens, 1).float() for p in plan.parts]
+        return plan.tiling.join(tiles).reshape(h, w) > 0.5
+
+    is_dest = grid(lambda p: p.select.sum(dim=-1) > 0)
+    merged = grid(lambda p: p.merged[0])
+    above = grid(lambda p: p.merged[0] & (p.score[0] >= settings.threshold))
+    return MergeMap(h, w, plan.groups()[0].reshape(h, w), is_dest, merged, above, settings.threshold, settings.tile)
 
 
 def _palette(n: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ D1 = BlockAddress("input", 1, 0, 1)
 
 
 def kept_16x16(ratio):
-    """Tokens a 16x16 grid keeps: four 8x8 tiles, each at the ratio asked for."""
-    return 4 * (64 - round(ratio * 64))
+    """Tokens a 16x16 grid keeps at the ratio asked for."""
+    return 256 - round(ratio * 256)
 
 
 def tokens(n=1024, c=16, batch=2, seed=0):

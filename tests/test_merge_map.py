@@ -6,23 +6,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mame_core import MergeSettings, describe_merges, draw_merge_map, plan_merge
 
 
-def plan_groups(x, h, w, settings, pattern):
-    """Slot of each token in the merged sequence, read from the plan's restore matrices."""
-    plan = plan_merge(x.unsqueeze(0), h, w, settings, pattern)
-    labels, offset = [], 0
-    for part in plan.parts:
-        slots = part.assign.argmax(dim=-1) + offset + torch.arange(part.block.tiles).unsqueeze(1) * part.kept
-        labels.append(slots.unsqueeze(-1).float())
-        offset += part.block.tiles * part.kept
-    return plan.tiling.join(labels).reshape(h, w).long(), plan
-
-
 def test_labels_are_the_plans_groups_on_a_non_divisible_grid():
     x = torch.randn(13 * 19, 16, generator=seeded(0))
     settings = MergeSettings(ratio=0.5, tile=8)
     m = describe_merges(x, 13, 19, settings, 77)
-    groups, plan = plan_groups(x, 13, 19, settings, 77)
-    assert torch.equal(m.group, groups)
+    plan = plan_merge(x.unsqueeze(0), 13, 19, settings, 77)
+    # tokens share a label exactly when merge then restore gives them one output
+    restored = plan.restore(plan.merge(x.unsqueeze(0)))[0]
+    group = m.group.flatten()
+    _, first = torch.unique(restored, dim=0, return_inverse=True)
+    same_label = group.unsqueeze(0) == group.unsqueeze(1)
+    assert torch.equal(same_label, first.unsqueeze(0) == first.unsqueeze(1))
+    kept = ~m.merged.flatten()
+    assert torch.equal(torch.bincount(group[kept], minlength=plan.merged_tokens), torch.ones(plan.merged_tokens).long())
+    assert (m.is_destination.flatten()[kept].sum() + 0) <= kept.sum()
     s = m.stats()
     assert s["groups"] == plan.merged_tokens
     assert abs(s["effective_ratio"] - (1 - plan.merged_tokens / (13 * 19))) < 1e-12
