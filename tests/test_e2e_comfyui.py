@@ -13,7 +13,7 @@ from PIL import Image
 
 from embedded_host.hosts import host_name
 from embedded_host.ui_format import ui_to_api
-from graphs import load, node_id, set_inputs, small, without_mame
+from graphs import load, node_id, nodes_and_inputs, set_inputs, small, without_mame
 from mame_batch import ExecutionFailed, PromptRejected
 
 pytestmark = pytest.mark.e2e
@@ -188,10 +188,7 @@ def test_ui_example_workflows_match_the_api_workflows(comfy, name):
         pytest.skip(f"{name} needs node types the 2024 ComfyUI host lacks: {', '.join(missing)}; "
                     "run with MAME_HOST=2025")
     assert not missing, f"every node type exists on the server; missing: {missing}"
-    converted = ui_to_api(ui, info)
-    def strip(g):
-        return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
-    assert strip(converted) == strip(api)
+    assert nodes_and_inputs(ui_to_api(ui, info)) == nodes_and_inputs(api)
 
 
 def test_ab_workflow_renders_both_sides_from_one_seed(comfy):
