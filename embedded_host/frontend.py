@@ -63,6 +63,11 @@ app.canvas.ds.offset = [90 / scale - x0, 150 / scale - y0];
 app.canvas.setDirty(true, true);
 """
 
+GRAPH_TO_PROMPT = """
+const {output} = await app.graphToPrompt();
+return output;
+"""
+
 QUEUE = """
 await app.queuePrompt(0, 1);
 return true;
@@ -136,6 +141,10 @@ class FrontEnd:
 
     def set_widgets(self, values: dict) -> None:
         self.call(SET_WIDGETS, {str(k): v for k, v in values.items()})
+
+    def prompt(self) -> dict:
+        """The API-format prompt the page makes of the open graph (what the Queue button would send)."""
+        return self.call(GRAPH_TO_PROMPT)
 
     def queue(self) -> None:
         """Queue the open graph as the Queue button does."""

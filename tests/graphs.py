@@ -13,6 +13,11 @@ def load(name: str) -> dict:
         return json.load(f)
 
 
+def nodes_and_inputs(graph: dict) -> dict:
+    """An API graph less its titles: what two graphs must share to run the same."""
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in graph.items()}
+
+
 def node_id(graph: dict, class_type: str) -> str:
     ids = [k for k, v in graph.items() if v["class_type"] == class_type]
     assert len(ids) == 1, f"expected one {class_type} in the graph, found {ids}"

