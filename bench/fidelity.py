@@ -12,7 +12,7 @@ this project's 2x1 key/value pooling in the style of ToDo (``todo``).
 
 Tables, one run each:
 1. ratio 0.5, equal token count: 64x64 diffuse, 64x64 sharp, 128x128, a non-divisible 52x76;
-2. sharpness sweep at 64x64 down to a perplexity of about 10;
+2. sharpness sweep at 64x64 down to a row perplexity of about 1 (the position set-up);
 3. equal layer speed: the MaMe ratio whose layer time (merge cost included) equals tomesd's
    at ratio 0.5, and MaMe's error there; and the equal-fidelity ratio: the MaMe ratio whose
    error equals tomesd's at ratio 0.5, with MaMe's layer speed-up there;
@@ -31,23 +31,26 @@ from pathlib import Path
 import torch
 
 from bench.attention_methods import Attention, mame, todo, tome, tome_queries
-from bench.photos import PHOTOS, photo_tokens, photo_tokens_hw
+from bench.photos import PHOTOS, photo_tokens, photo_tokens_hw, with_position
 from bench.timing import time_interleaved
 
 TODO = "todo (this project's 2x1 pooling)"
-# (set-up, query scale): "independent" q/k projections (the earlier benchmark's set-up) and
-# "self-similarity" heads (the key projection is the query projection): the second reaches
-# lower perplexities, because near-duplicate tokens get near-equal weights.
+# (set-up, query scale): "independent" q/k projections (the earlier benchmark's set-up),
+# "self-similarity" heads (the key projection is the query projection) and "position": the
+# independent heads on tokens with 2-D sine-cosine positions added (bench.photos.with_position).
+# Photo tokens alone hold near-duplicates (flat regions), so their rows never get sharper than
+# a perplexity of about 100; with positions every token is distinct and rows reach 1-10.
 SHARPNESS = (("independent", 1.0), ("independent", 4.0), ("independent", 16.0), ("independent", 64.0),
              ("self-similarity", 1.0), ("self-similarity", 8.0), ("self-similarity", 64.0),
-             ("self-similarity", 512.0))
+             ("self-similarity", 512.0), ("position", 4.0), ("position", 8.0), ("position", 16.0),
+             ("position", 64.0))
 SPEED_RATIOS = (0.4, 0.5, 0.6, 0.7)
-VARIANT_SETUPS = (("independent", 4.0), ("independent", 64.0), ("self-similarity", 8.0), ("self-similarity", 64.0))
+VARIANT_SETUPS = (("independent", 4.0), ("independent", 64.0), ("self-similarity", 64.0), ("position", 16.0))
 VARIANTS = {
-    "defaults (8x8 regions, block input, size bias, tau -1)": {},
+    "defaults (8x8 matching tiles, block input, size bias, tau -1)": {},
     "no size bias": {"size_bias": False},
-    "4x4 regions": {"tile": 4},
-    "16x16 regions": {"tile": 16},
+    "4x4 matching tiles": {"tile": 4},
+    "16x16 matching tiles": {"tile": 16},
     "similarity on keys (mean over heads)": {"metric": "keys"},
     "tau 0.5 (hard)": {"threshold": 0.5},
     "tau 0.9 (hard)": {"threshold": 0.9},
@@ -69,9 +72,13 @@ def methods(ratio: float) -> dict:
     }
 
 
+def sweep_inputs(square, setup):
+    return [(with_position(x, h, w), h, w) for x, h, w in square] if setup == "position" else square
+
+
 def attention(scale: float, setup: str = "independent") -> Attention:
     return Attention(320, 8, torch.Generator().manual_seed(0), query_scale=scale,
-                     shared_qk=setup == "self-similarity").eval()
+                     shared_qk=setup == "self-similarity").eval()  # "position": independent heads
 
 
 def mean_errors(inputs, attn, fns) -> dict[str, float]:
@@ -144,10 +151,11 @@ def main(argv=None):
             attn = attention(scale, setup)
             fns = {**methods(0.5), "mame-qkv no size bias": lambda a, x, h, w: mame(a, x, h, w, 0.5, size_bias=False)}
             fns.pop("tome-q")
-            row = {"setup": setup, "query_scale": scale, "perplexity": perplexity(square, attn),
-                   **mean_errors(square, attn, fns)}
+            inputs = sweep_inputs(square, setup)
+            row = {"setup": setup, "query_scale": scale, "perplexity": perplexity(inputs, attn),
+                   **mean_errors(inputs, attn, fns)}
             row["mame by ratio"] = {
-                r: mean_errors(square, attn, {"m": lambda a, x, h, w, r=r: mame(a, x, h, w, r)})["m"] for r in SPEED_RATIOS
+                r: mean_errors(inputs, attn, {"m": lambda a, x, h, w, r=r: mame(a, x, h, w, r)})["m"] for r in SPEED_RATIOS
             }
             sweep.append(row)
             print(f"{setup} scale {scale}: perplexity {row['perplexity']:.0f} mame {row['mame-qkv']:.4f} tome {row['tome']:.4f}",
@@ -172,8 +180,9 @@ def main(argv=None):
             attn = attention(scale, setup)
             fns = {name: (lambda a, x, h, w, kw=kw: mame(a, x, h, w, 0.5, **kw)) for name, kw in VARIANTS.items()}
             fns["tome"] = lambda a, x, h, w: tome(a, x, h, w, 0.5)
-            variants.append({"setup": setup, "query_scale": scale, "perplexity": perplexity(square[:2], attn),
-                             **mean_errors(square[:2], attn, fns)})
+            inputs = sweep_inputs(square[:2], setup)
+            variants.append({"setup": setup, "query_scale": scale, "perplexity": perplexity(inputs, attn),
+                             **mean_errors(inputs, attn, fns)})
         result["variants"] = variants
     result["seconds"] = round(time.time() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,25 @@ def load_photo(name: str, side: int) -> np.ndarray:
     return resize(image[..., :3], (side, side), anti_aliasing=True).astype(np.float32)
 
 
+def position_table(h: int, w: int, channels: int) -> torch.Tensor:
+    """``[h*w, channels]`` 2-D sine-cosine positions (a quarter of the channels each for sin y,
+    cos y, sin x, cos x), scaled to unit mean square per token."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    quarter = channels // 4
+    freq = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    ay, ax = y.reshape(-1, 1) * freq, x.reshape(-1, 1) * freq
+    table = torch.cat([ay.sin(), ay.cos(), ax.sin(), ax.cos()], dim=-1)
+    return table * np.sqrt(2.0)
+
+
+def with_position(tokens: torch.Tensor, h: int, w: int, weight: float = 1.0) -> torch.Tensor:
+    """Tokens with absolute 2-D positions added before the LayerNorm, as a DiT with a position
+    embedding (SD3) sees them: no two tokens are alike any more, so attention can be as sharp
+    as a row on one token."""
+    mixed = tokens + weight * position_table(h, w, tokens.shape[-1]).unsqueeze(0)
+    return torch.nn.functional.layer_norm(mixed, mixed.shape[-1:])
+
+
 def photo_tokens(name: str, grid: int, channels: int = 320, patch: int = 8, seed: int = 0) -> torch.Tensor:
     """``[1, grid*grid, channels]`` tokens: 8x8-pixel patches, a fixed random projection, LayerNorm.
 

@@ -88,7 +88,6 @@ LEVEL_GRIDS = [
 def test_every_grid_merges_at_the_ratio_asked_for(h, w, ratio):
     settings = MergeSettings(ratio=ratio)
     tiling = tiling_for(h, w, settings)
-    tiles = sum(b.tiles for b in tiling.blocks)
     removed = h * w - merged_tokens_for(h, w, settings)
     assert abs(removed - ratio * h * w) <= 0.5  # the whole grid, within half a token
     assert sum(b.tiles * b.tile_tokens for b in tiling.blocks) == h * w  # no strip left out
