@@ -41,9 +41,11 @@ def _check_range(field: str, value: float, low: float, high: float, *, open_low:
 class MergeSettings:
     """How tokens are merged inside one transformer block.
 
-    ratio:        share of tokens removed from every tile, in [0, 1): each tile of T tokens
-                  gives up exactly round(ratio*T) (at most T-1), so attention always runs on
-                  the same number of tokens. 0 is the identity.
+    ratio:        share of tokens merged away, in [0, 1): a grid of N tokens gives up exactly
+                  round(ratio*N), so attention always runs on the same number of tokens.
+                  Which tokens go is decided over the whole grid (the most redundant ones),
+                  so a flat region gives more than its share and a detailed one less. 0 is
+                  the identity.
     threshold:    τ, in [-1, 1]. Inside a tile the tokens most similar to a destination are
                   the ones merged (that count is fixed by the ratio); τ decides what a merged
                   token becomes. A pair whose cosine similarity is at least τ is averaged
@@ -54,9 +56,9 @@ class MergeSettings:
                   runs on, nor which tokens stay unmerged.
     mode:         ``qkv`` merges queries, keys and values and restores the output (MaRe);
                   ``kv`` merges only keys and values and keeps full-length queries.
-    tile:         (height, width) of the tiles, in tokens, that merging is done in; a grid
-                  that is not a multiple is cut into tiles one token longer or shorter, so
-                  every token is covered.
+    tile:         (height, width) of the tiles, in tokens, that a token looks for its match
+                  in; a grid that is not a multiple is cut into tiles one token longer or
+                  shorter, so every token is covered.
     tile_frames:  frames per tile on a video grid (frames > 1); ignored for images.
     gate:         ``hard`` step or ``sigmoid`` (differentiable) for the τ test.
     gate_width:   the sigmoid's width in similarity units (ignored by the hard gate).

@@ -36,9 +36,10 @@ class MaMe:
                 "model": ("MODEL", {"tooltip": "The diffusion model to speed up."}),
                 "ratio": ("FLOAT", {
                     "default": DEFAULTS["ratio"], "min": 0.0, "max": 0.95, "step": 0.01,
-                    "tooltip": "Share of tokens merged away in each affected block. 0 turns MaMe off "
-                               "exactly; 0.5 halves the self-attention sequence. Higher is faster and "
-                               "smoother."}),
+                    "tooltip": "Share of tokens merged away in each affected block, exactly, on any "
+                               "image size. The most redundant tokens of the whole image go first (flat "
+                               "areas give more, detailed ones less). 0 turns MaMe off exactly; 0.5 "
+                               "halves the self-attention sequence. Higher is faster and smoother."}),
                 "threshold": ("FLOAT", {
                     "default": DEFAULTS["threshold"], "min": -1.0, "max": 1.0, "step": 0.01,
                     "tooltip": "tau: the cosine similarity a merged token needs to its destination to be "
@@ -54,8 +55,9 @@ class MaMe:
                                "less speed-up)."}),
                 "tile_size": ("INT", {
                     "default": DEFAULTS["tile_size"], "min": 2, "max": 32, "step": 1,
-                    "tooltip": "Side, in latent tokens, of the square tiles that merge destinations "
-                               "are spread over. Tokens merge only within their tile."}),
+                    "tooltip": "Side, in latent tokens, of the square tiles a token looks for its "
+                               "match in: tokens merge only with a destination of their own tile. How "
+                               "many merge is decided over the whole image."}),
                 "levels": (list(LEVEL_CHOICES), {
                     "default": DEFAULTS["levels"],
                     "tooltip": "Resolution levels to merge at: d1 = full latent resolution, d2 = half, "
