@@ -18,7 +18,8 @@ $py -m bench.speed --model sd21 --ratios 0.5 --rounds 2 --only "$only" --out ben
 $py -m bench.speed --model sdxl --ratios 0.5 --rounds 2 --only "mame-qkv r0.5,tomesd r0.5,tomesd r0.5 max_downsample=2,todo r0.5" \
   --out bench/results/speed-sdxl.json | tee bench/results/speed-sdxl.txt
 $py -m bench.compile_speed --model sd15 --rounds 3 | tee bench/results/compile-speed-sd15.txt
-for case in sd35m-1024 flux-1024 wan13b-480p33 flux-2048; do
-  $py -m bench.dit_blocks --case "$case" --rounds 2 > "bench/results/dit-$case.json"
+for case in sd35m-1024 flux-1024 wan13b-480p33; do
+  $py -m bench.dit_blocks --case "$case" --rounds 3 > "bench/results/dit-$case.json"
 done
+$py -m bench.dit_blocks --case flux-2048 --rounds 1 > bench/results/dit-flux-2048.json
 MAME_HOST=2025 $py -m bench.dit_easycache > bench/results/dit_easycache.json
