@@ -17,6 +17,9 @@ $py -m bench.speed --model sd21 --ratios 0.5 --rounds 2 --only "$only" --out ben
   | tee bench/results/speed-sd21.txt
 $py -m bench.speed --model sdxl --ratios 0.5 --rounds 2 --only "mame-qkv r0.5,tomesd r0.5,tomesd r0.5 max_downsample=2,todo r0.5" \
   --out bench/results/speed-sdxl.json | tee bench/results/speed-sdxl.txt
+$py -m bench.speed --model sdxl --size 1216x832 --ratios 0.5 --rounds 2 \
+  --only "mame-qkv r0.5,tomesd r0.5,tomesd r0.5 max_downsample=2" \
+  --out bench/results/speed-sdxl-1216x832.json | tee bench/results/speed-sdxl-1216x832.txt
 $py -m bench.compile_speed --model sd15 --rounds 3 | tee bench/results/compile-speed-sd15.txt
 for case in sd35m-1024 flux-1024 wan13b-480p33; do
   $py -m bench.dit_blocks --case "$case" --rounds 3 > "bench/results/dit-$case.json"

@@ -136,6 +136,18 @@ class AttentionTimer:
         return value
 
 
+def image_size(text: str) -> int | tuple[int, int]:
+    """``1024`` or ``HEIGHTxWIDTH``, each a multiple of 8."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 and int(p) % 8 == 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"size must be a side or HEIGHTxWIDTH in px, multiples of 8; got {text!r}")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def size_label(size: int | tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}" if isinstance(size, tuple) else str(size)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="sd15")
@@ -144,7 +156,8 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: native to the machine")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--size", type=int, help="image size in px (default: the model's native size)")
+    p.add_argument("--size", type=image_size,
+                   help="image size in px: a side (1024) or HEIGHTxWIDTH (1216x832); default: the model's native size")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="JSON results path (default bench/results/speed-<model>.json)")
@@ -210,7 +223,7 @@ def main(argv=None):
         rows.append(row)
     attn_share = base_attn / base
     result = {
-        "model": args.model, "label": MODELS[args.model][2], "size": args.size or MODELS[args.model][1],
+        "model": args.model, "label": MODELS[args.model][2], "size": size_label(args.size or MODELS[args.model][1]),
         "dtype": args.dtype, "device": args.device, "batch": args.batch, "rounds": args.rounds,
         "threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"), "finest_attention_level": finest, "affected_attn1_layers": count,

@@ -37,18 +37,19 @@ def build_unet(name: str, dtype: torch.dtype, device: str):
     return unet.to(device=device, dtype=dtype).eval()
 
 
-def unet_inputs(name: str, batch: int, dtype: torch.dtype, device: str, size: int | None = None) -> dict:
+def unet_inputs(name: str, batch: int, dtype: torch.dtype, device: str, size: int | tuple[int, int] | None = None) -> dict:
+    """UNet inputs for an image of ``size`` px: a side, or (height, width)."""
     config, default_size, _ = MODELS[name]
-    side = (size or default_size) // 8
+    height, width = size if isinstance(size, tuple) else (size or default_size, size or default_size)
     gen = torch.Generator().manual_seed(0)
     kwargs = {
-        "sample": torch.randn(batch, 4, side, side, generator=gen),
+        "sample": torch.randn(batch, 4, height // 8, width // 8, generator=gen),
         "timestep": torch.tensor(500),
         "encoder_hidden_states": torch.randn(batch, 77, config["cross_attention_dim"], generator=gen),
     }
     if config.get("addition_embed_type") == "text_time":
         kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, 1280, generator=gen),
-                                       "time_ids": torch.tensor([[side * 8, side * 8, 0, 0, side * 8, side * 8]] * batch,
+                                       "time_ids": torch.tensor([[height, width, 0, 0, height, width]] * batch,
                                                                 dtype=torch.float32)}
     return {k: (v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) if isinstance(v, torch.Tensor)
                 else {kk: vv.to(device=device, dtype=dtype) for kk, vv in v.items()}) for k, v in kwargs.items()}

@@ -83,3 +83,19 @@ def test_compile_speed_command_runs_and_compiles_one_graph_per_model(tmp_path, c
     assert [r["setting"] for r in result["rows"]] == [
         "eager baseline", "eager MaMe r0.5", "compiled baseline (eager)", "compiled MaMe r0.5 (eager)"]
     assert "| compiled MaMe r0.5 (eager) |" in capsys.readouterr().out
+
+
+def test_speed_benchmark_takes_a_non_square_size():
+    import argparse
+
+    import torch
+
+    from bench.speed import image_size
+    from bench.unet_configs import unet_inputs
+
+    assert image_size("1024") == 1024 and image_size("1216x832") == (1216, 832)
+    with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH"):
+        image_size("1216x830")
+    inputs = unet_inputs("sdxl", 1, torch.float32, "cpu", (1216, 832))
+    assert inputs["sample"].shape == (1, 4, 152, 104)
+    assert inputs["added_cond_kwargs"]["time_ids"][0, :2].tolist() == [1216.0, 832.0]
