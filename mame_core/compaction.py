@@ -75,18 +75,14 @@ class Compaction:
     # than the selects themselves on a CPU. Used where no graph is recorded (no autograd, not
     # compiling), since ``out=`` is not differentiable.
     def _compact_buffered(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.arrivals:
-            return x[:, : self.kept]
         n = self.length
-        src, dst = x, torch.empty_like(x)
-        spare = None
+        buffers = (torch.empty_like(x), torch.empty_like(x)) if self.arrivals else ()
+        src = x  # the caller's tensor is read, never written
         for j, arrives in enumerate(self.arrivals):
-            s = 1 << j
+            s, dst = 1 << j, buffers[j % 2]
             torch.where(self._mask(arrives[:, : n - s], x), src[:, s:], src[:, : n - s], out=dst[:, : n - s])
             dst[:, n - s :].copy_(src[:, n - s :])
-            if spare is None:
-                spare = torch.empty_like(x)
-            src, dst = dst, (spare if src is x else src)
+            src = dst
         return src[:, : self.kept]
 
     def _expand_buffered(self, x: torch.Tensor) -> torch.Tensor:

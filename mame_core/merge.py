@@ -38,11 +38,6 @@ from .tiling import Block, Tiling
 _FAR = -4.0  # below any cosine similarity: destinations never rank as sources
 
 
-def removed_per_tile(tile_tokens: int, ratio: float) -> int:
-    """round(ratio*T), at most T-1: what a tile of T tokens would give up on its own share."""
-    return min(tile_tokens - 1, round(ratio * tile_tokens))
-
-
 def destinations_in(block: Block, ratio: float) -> int:
     """Destinations per tile: one per 2x2 cell, fewer at high ratios: at most ``T - ceil(ratio*T)``,
     so the grid always has the ``round(ratio*N)`` sources it must merge."""
@@ -64,6 +59,7 @@ class BlockMerge:
         self.block = block
         self.score = score  # [B, G, T]: each source's best similarity (-4 on destinations)
         self.select = select  # E, [G, T, d]: one-hot of each destination's place
+        self.is_dest = select.sum(dim=-1, keepdim=True) > 0  # bool [G, T, 1]
         self.best = best  # [B, G, T, d]: one-hot of each source's best destination
         self.merged = merged  # bool [B, G, T]
         self.weights = weights  # [B, G, T, d]: averaging weights of each destination's group
@@ -91,10 +87,6 @@ class MergePlan:
     def full_tokens(self) -> int:
         return self.tiling.tokens
 
-    def _tile_order(self, tiles: list[torch.Tensor]) -> torch.Tensor:
-        out = [t.reshape(self.batch, t.shape[1] * t.shape[2], *t.shape[3:]) for t in tiles]
-        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
-
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """MaMe: ``[B, N, C]`` to ``[B, M, C]``."""
         if self._source is not None and self._source[0] is x:
@@ -107,9 +99,8 @@ class MergePlan:
             t = t.reshape(self.batch, p.block.tiles, p.block.tile_tokens, t.shape[-1])
             dest = torch.matmul(p.weights.transpose(-1, -2).to(x.dtype), t)  # [B, G, d, C]
             placed = torch.matmul(p.select.to(x.dtype), dest)  # back at the destinations' places
-            is_dest = p.select.sum(dim=-1, keepdim=True) > 0
-            averaged.append(torch.where(is_dest, placed, t))
-        return self.compaction.compact(self._tile_order(averaged))
+            averaged.append(torch.where(p.is_dest, placed, t))
+        return self.compaction.compact(_tile_order(averaged))
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         """MaRe: ``[B, M, C]`` back to ``[B, N, C]``."""
@@ -146,6 +137,12 @@ class IdentityPlan:
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         return y
+
+
+def _tile_order(per_block: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, G, T, ...]`` per block to one ``[B, sum G*T, ...]`` sequence in tile order."""
+    flat = [t.reshape(t.shape[0], t.shape[1] * t.shape[2], *t.shape[3:]) for t in per_block]
+    return flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
 
 
 def _similarity_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -242,8 +239,7 @@ def plan_merge(
         is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, pattern)  # [G, T]
         metric = tiles.to(sim_dtype).reshape(batch, block.tiles, block.tile_tokens, tiles.shape[-1])
         matched.append(match_tiles(metric, is_dest, d))
-    score = torch.cat([s.reshape(batch, s.shape[1] * s.shape[2]) for _, s, _ in matched], dim=1)  # [B, N], tile order
-    merged_all = top_count_mask(score, removed)
+    merged_all = top_count_mask(_tile_order([s for _, s, _ in matched]), removed)  # [B, N], tile order
     parts, sizes, start = [], [], 0
     for block, (best, s, select) in zip(tiling.blocks, matched, strict=False):
         n = block.tiles * block.tile_tokens
@@ -251,11 +247,10 @@ def plan_merge(
         start += n
         weights = _weights(best, s, merged, select, settings)
         joined = torch.matmul(merged.to(best.dtype).unsqueeze(-2), best).squeeze(-2)  # [B, G, d] sources in
-        sizes.append((1.0 + torch.matmul(select, joined.unsqueeze(-1)).squeeze(-1)).reshape(batch, n))
+        sizes.append(1.0 + torch.matmul(select, joined.unsqueeze(-1)))  # [B, G, T, 1]
         parts.append(BlockMerge(block, select.to(x.dtype), best.to(x.dtype), s, merged, weights.to(x.dtype)))
     compaction = Compaction(merged_all, removed)
-    size = sizes[0] if len(sizes) == 1 else torch.cat(sizes, dim=1)
-    log_size = torch.log(compaction.compact(size.unsqueeze(-1)).squeeze(-1)).to(x.dtype)
+    log_size = torch.log(compaction.compact(_tile_order(sizes)).squeeze(-1)).to(x.dtype)
     return MergePlan(tiling, parts, batch, compaction, log_size, (x, raw))
 
 

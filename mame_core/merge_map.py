@@ -2,8 +2,8 @@
 
 :func:`describe_merges` builds the plan of :func:`plan_merge` for one batch item, on the CPU
 on purpose (it reads values back, which the merge path never does), and reduces it to
-per-token labels: the merged token
-each token belongs to, whether it is a destination, and whether it was averaged (cleared τ).
+per-token labels: the merged token each token belongs to, whether it is a destination, and
+whether it was averaged (cleared τ).
 :func:`draw_merge_map` paints those labels over the generated image.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def describe_merges(x: torch.Tensor, h: int, w: int, settings: MergeSettings, pa
         tiles = [per_part(p).reshape(p.block.tiles, p.block.tile_tokens, 1).float() for p in plan.parts]
         return plan.tiling.join(tiles).reshape(h, w) > 0.5
 
-    is_dest = grid(lambda p: p.select.sum(dim=-1) > 0)
+    is_dest = grid(lambda p: p.is_dest)
     merged = grid(lambda p: p.merged[0])
     above = grid(lambda p: p.merged[0] & (p.score[0] >= settings.threshold))
     return MergeMap(h, w, plan.groups()[0].reshape(h, w), is_dest, merged, above, settings.threshold, settings.tile)

@@ -11,8 +11,9 @@ from op_audit import ForbiddenOpError, HostSyncError, OpRecorder, audited
 @pytest.mark.parametrize("gate,tau", [("hard", -1.0), ("hard", 0.5), ("sigmoid", 0.5)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("frames,h,w", [(1, 16, 16), (1, 13, 19), (3, 6, 5)])
-def test_plan_merge_restore_use_no_forbidden_op_and_no_host_sync(mode, gate, tau, dtype, frames, h, w):
-    x = torch.randn(2, frames * h * w, 32, generator=seeded(0)).to(dtype)
+@pytest.mark.parametrize("autograd", [False, True])  # the packing's buffered path, and its graph path
+def test_plan_merge_restore_use_no_forbidden_op_and_no_host_sync(mode, gate, tau, dtype, frames, h, w, autograd):
+    x = torch.randn(2, frames * h * w, 32, generator=seeded(0)).to(dtype).requires_grad_(autograd)
     settings = MergeSettings(ratio=0.5, mode=mode, gate=gate, threshold=tau, tile=(4, 4))
     pattern = torch.tensor(pattern_for(7, "input", 1))
 
