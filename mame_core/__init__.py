@@ -32,6 +32,7 @@ from .schedule import (
 )
 from .settings import GATES, MODES, MaMeConfigError, MergeSettings
 from .size_bias import add_size_channel
+from .workspace import release_scratch
 
 __all__ = [
     "add_size_channel",
@@ -59,5 +60,6 @@ __all__ = [
     "pattern_for",
     "plan_merge",
     "plan_seeded",
+    "release_scratch",
     "shift_for",
 ]

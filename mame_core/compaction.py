@@ -7,10 +7,18 @@ never puts two tokens on one place and keeps their order (after step ``j`` a tok
 position does). So compaction is ``ceil(log2(removed + 1))`` steps of a static shift and an
 element-wise select; expansion runs the same steps backwards. The masks are computed once per
 plan and reused for every tensor merged or restored with it: no sort, gather or scatter.
+
+The select is exact whatever the values (NaN and inf stay where they are). Where a graph may
+be recorded it is ``torch.where``. Otherwise the floats are read as 16-bit integer words and
+selected as ``keep + w * (take - keep)`` in wrapping integer arithmetic, bit for bit: a CPU
+runs ``where`` over ``[B, N, C]`` at a fraction of its memory bandwidth (0.79 ms a step at
+2x4096x320 in bf16 or fp32, against 0.18 ms in bf16 and 0.54 ms in fp32 for the integer form).
 """
 from __future__ import annotations
 
 import torch
+
+from .workspace import scratch
 
 
 def _shift_left(t: torch.Tensor, s: int) -> torch.Tensor:
@@ -23,7 +31,10 @@ def _shift_right(t: torch.Tensor, s: int) -> torch.Tensor:
     return torch.cat([pad, t[:, : t.shape[1] - s]], dim=1)
 
 
-def _in_place_allowed(t: torch.Tensor) -> bool:
+_PING_PONG = ("shift-a", "shift-b")
+
+
+def in_place_allowed(t: torch.Tensor) -> bool:
     if torch.compiler.is_compiling():
         return False
     return not (torch.is_grad_enabled() and t.requires_grad)
@@ -39,6 +50,7 @@ class Compaction:
         delta = torch.cumsum(removed.to(torch.int64), dim=1) - removed.to(torch.int64)
         alive = ~removed
         self.arrivals: list[torch.Tensor] = []  # step j: bool [B, N], a token arrives here from +2**j
+        self._weights: dict[tuple, list[torch.Tensor]] = {}
         for j in range(max(0, removed_count).bit_length()):
             s = 1 << j
             moves = alive & (((delta >> j) & 1) == 1)
@@ -47,50 +59,101 @@ class Compaction:
             alive = arrives | (alive & ~moves)
             self.arrivals.append(arrives)
 
-    @staticmethod
-    def _mask(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return m.reshape(m.shape + (1,) * (like.dim() - 2))
+    def _steps(self, like: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The arrival masks in ``dtype`` (bool, or 0/1 integer weights), shaped to broadcast
+        over ``like``."""
+        key = (dtype, like.device, like.dim())
+        if key not in self._weights:
+            tail = (1,) * (like.dim() - 2)
+            self._weights[key] = [a.to(dtype).reshape(a.shape + tail) for a in self.arrivals]
+        return self._weights[key]
 
     def compact(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, ...]`` to ``[B, kept, ...]``: the kept entries, in order."""
-        if _in_place_allowed(x):
+        if in_place_allowed(x):
             return self._compact_buffered(x)
-        for j, arrives in enumerate(self.arrivals):
-            x = torch.where(self._mask(arrives, x), _shift_left(x, 1 << j), x)
+        for j, arrives in enumerate(self._steps(x, torch.bool)):
+            x = torch.where(arrives, _shift_left(x, 1 << j), x)
         return x[:, : self.kept]
 
-    def expand(self, y: torch.Tensor) -> torch.Tensor:
+    def expand(self, y: torch.Tensor, to_scratch: bool = False) -> torch.Tensor:
         """``[B, kept, ...]`` back to ``[B, N, ...]``; the removed places hold leftovers (or 0)
-        that the caller overwrites."""
+        that the caller overwrites. ``to_scratch``: the result may be a reused scratch buffer
+        (:mod:`.workspace`), valid until the next expansion."""
+        if in_place_allowed(y):
+            return self._expand_buffered(y, to_scratch)
         pad = y.new_zeros(y.shape[:1] + (self.length - self.kept,) + y.shape[2:])
         x = torch.cat([y, pad], dim=1)
-        if _in_place_allowed(y):
-            return self._expand_buffered(x)
-        for j in reversed(range(len(self.arrivals))):
+        steps = self._steps(x, torch.bool)
+        for j in reversed(range(len(steps))):
             s = 1 << j
-            x = torch.where(self._mask(_shift_right(self.arrivals[j], s), x), _shift_right(x, s), x)
+            x = torch.where(_shift_right(steps[j], s), _shift_right(x, s), x)
         return x
 
-    # The same steps writing into two buffers in turn: fresh tensors at every step cost more
-    # than the selects themselves on a CPU. Used where no graph is recorded (no autograd, not
-    # compiling), since ``out=`` is not differentiable.
+    # The same steps writing into reused scratch buffers in turn, the last one into the fresh
+    # result: new tensors at every step cost more than the selects themselves on a CPU. Used
+    # where no graph is recorded (no autograd, not compiling), since ``out=`` is not
+    # differentiable.
     def _compact_buffered(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.length
-        buffers = (torch.empty_like(x), torch.empty_like(x)) if self.arrivals else ()
+        n, kept, last = self.length, self.kept, len(self.arrivals) - 1
+        if last < 0:
+            return x[:, :kept].clone()
+        select = _Select(self, x)
         src = x  # the caller's tensor is read, never written
-        for j, arrives in enumerate(self.arrivals):
-            s, dst = 1 << j, buffers[j % 2]
-            torch.where(self._mask(arrives[:, : n - s], x), src[:, s:], src[:, : n - s], out=dst[:, : n - s])
+        for j in range(last):
+            s, dst = 1 << j, scratch(x.shape, x, _PING_PONG[j % 2])
+            select(j, n - s, keep=src[:, : n - s], take=src[:, s:], out=dst[:, : n - s])
             dst[:, n - s :].copy_(src[:, n - s :])
             src = dst
-        return src[:, : self.kept]
+        out = x.new_empty((x.shape[0], kept) + tuple(x.shape[2:]))
+        s = 1 << last  # <= the removed count, so s + kept <= n
+        select(last, kept, keep=src[:, :kept], take=src[:, s : s + kept], out=out)
+        return out
 
-    def _expand_buffered(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.length
-        src, dst = x, torch.empty_like(x)
-        for j in reversed(range(len(self.arrivals))):
+    def _expand_buffered(self, y: torch.Tensor, to_scratch: bool) -> torch.Tensor:
+        n, kept = self.length, self.kept
+        shape = (y.shape[0], n) + tuple(y.shape[2:])
+        src = scratch(shape, y, _PING_PONG[0])
+        src[:, :kept].copy_(y)
+        src[:, kept:].zero_()
+        select = _Select(self, src)
+        for step, j in enumerate(reversed(range(len(self.arrivals)))):
             s = 1 << j
-            torch.where(self._mask(self.arrivals[j][:, : n - s], x), src[:, : n - s], src[:, s:], out=dst[:, s:])
+            if j == 0:
+                dst = scratch(shape, y, "expanded") if to_scratch else y.new_empty(shape)
+            else:
+                dst = scratch(shape, y, _PING_PONG[(step + 1) % 2])
+            select(j, n - s, keep=src[:, s:], take=src[:, : n - s], out=dst[:, s:])
             dst[:, :s].copy_(src[:, :s])
-            src, dst = dst, src
+            src = dst
         return src
+
+
+def _as_words(t: torch.Tensor) -> torch.Tensor | None:
+    """A float tensor's last axis read as 16-bit integer words, or None where it cannot be."""
+    if t.element_size() % 2 or (t.element_size() > 2 and t.stride(-1) != 1):
+        return None
+    try:
+        return t.view(torch.int16)
+    except RuntimeError:
+        return None
+
+
+class _Select:
+    """``out = take`` where step ``j``'s arrival mask is set on the first ``rows`` places, else
+    ``keep``, bit for bit and without a graph. The tensors share ``like``'s layout."""
+
+    def __init__(self, compaction: Compaction, like: torch.Tensor):
+        words = _as_words(like)
+        self.words = words is not None
+        self.weights = compaction._steps(like, torch.int16 if self.words else torch.bool)
+        self.difference = scratch(words.shape, words, "difference") if self.words else None
+
+    def __call__(self, j: int, rows: int, keep: torch.Tensor, take: torch.Tensor, out: torch.Tensor) -> None:
+        w = self.weights[j][:, :rows]
+        if self.words:
+            keep, take, out = (t.view(torch.int16) for t in (keep, take, out))
+            diff = torch.sub(take, keep, out=self.difference[:, :rows])  # wraps: exact on the bits
+            torch.addcmul(keep, diff, w, out=out)
+        else:
+            torch.where(w, take, keep, out=out)

@@ -29,11 +29,12 @@ import math
 
 import torch
 
-from .compaction import Compaction
+from .compaction import Compaction, in_place_allowed
 from .destinations import cell_count, destination_mask, one_hot_slots, pattern_for
 from .selection import top_count_mask
 from .settings import MaMeConfigError, MergeSettings
 from .tiling import Block, Tiling
+from .workspace import scratch
 
 _FAR = -4.0  # below any cosine similarity: destinations never rank as sources
 
@@ -63,6 +64,9 @@ class BlockMerge:
         self.best = best  # [B, G, T, d]: one-hot of each source's best destination
         self.merged = merged  # bool [B, G, T]
         self.weights = weights  # [B, G, T, d]: averaging weights of each destination's group
+        # the two masks again as 0/1 lerp weights (a CPU runs lerp faster than where)
+        self.dest_weight = self.is_dest.to(select.dtype)  # [G, T, 1]
+        self.merged_weight = merged.to(select.dtype).unsqueeze(-1)  # [B, G, T, 1]
 
 
 class MergePlan:
@@ -94,17 +98,25 @@ class MergePlan:
             self._source = None  # not kept alive through attention
         else:
             tiles = self.tiling.split(x)
-        averaged = []
+        buffered = in_place_allowed(x)
+        averaged = scratch((x.shape[0], self.full_tokens, x.shape[-1]), x, "averaged") if buffered else None
+        parts, start = [], 0
         for p, t in zip(self.parts, tiles, strict=False):
             t = t.reshape(self.batch, p.block.tiles, p.block.tile_tokens, t.shape[-1])
             dest = torch.matmul(p.weights.transpose(-1, -2).to(x.dtype), t)  # [B, G, d, C]
             placed = torch.matmul(p.select.to(x.dtype), dest)  # back at the destinations' places
-            averaged.append(torch.where(p.is_dest, placed, t))
-        return self.compaction.compact(_tile_order(averaged))
+            if buffered:  # written straight into its place in the tile-order sequence
+                out = averaged[:, start : start + t.shape[1] * t.shape[2]].view(t.shape)
+                torch.lerp(t, placed, p.dest_weight.to(x.dtype), out=out)
+                start += t.shape[1] * t.shape[2]
+            else:
+                parts.append(torch.lerp(t, placed, p.dest_weight.to(x.dtype)))
+        return self.compaction.compact(averaged if buffered else _tile_order(parts))
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
         """MaRe: ``[B, M, C]`` back to ``[B, N, C]``."""
-        full = self.compaction.expand(y)
+        buffered = in_place_allowed(y)
+        full = self.compaction.expand(y, to_scratch=buffered)  # join() below copies it out
         tiles, start = [], 0
         for p in self.parts:
             g, t_count = p.block.tiles, p.block.tile_tokens
@@ -112,9 +124,12 @@ class MergePlan:
             start += g * t_count
             dest = torch.matmul(p.select.transpose(-1, -2).to(y.dtype), part)  # [B, G, d, C]
             taken = torch.matmul(p.best.to(y.dtype), dest)  # each token's best destination's output
-            part = torch.where(p.merged.unsqueeze(-1), taken, part)
+            part = torch.lerp(part, taken, p.merged_weight.to(y.dtype), out=part if buffered else None)
             tiles.append(part.reshape(self.batch * g, t_count, y.shape[-1]))
-        return self.tiling.join(tiles)
+        out = self.tiling.join(tiles)
+        if buffered and out.untyped_storage().data_ptr() == full.untyped_storage().data_ptr():
+            out = out.clone()  # a grid of one tile joins without a copy: never hand out scratch
+        return out
 
     def groups(self) -> torch.Tensor:
         """Long ``[B, N]``: the merged token (0..M-1) each token belongs to (for display and tests)."""
@@ -158,10 +173,11 @@ def match_tiles(tiles: torch.Tensor, is_dest: torch.Tensor, d: int):
     """
     dtype = tiles.dtype
     select = one_hot_slots(is_dest, d, dtype)  # E, [G, T, d]
-    norms = torch.linalg.vector_norm(tiles, dim=-1, keepdim=True).clamp_min(1e-6)
-    unit = tiles / norms
-    dest = torch.matmul(select.transpose(-1, -2), unit)  # [B, G, d, C]
-    sim = torch.matmul(unit, dest.transpose(-1, -2))  # [B, G, T, d]
+    norms = torch.linalg.vector_norm(tiles, dim=-1, keepdim=True).clamp_min(1e-6)  # [B, G, T, 1]
+    dest = torch.matmul(select.transpose(-1, -2), tiles)  # [B, G, d, C]
+    dest_norms = torch.matmul(select.transpose(-1, -2), norms)  # [B, G, d, 1]
+    # cosines from raw products: dividing the [T, d] products, not the [T, C] tokens
+    sim = torch.matmul(tiles, dest.transpose(-1, -2)) / (norms * dest_norms.transpose(-1, -2))
     # first maximum wins: a column offset far below any real difference in similarity
     tie = torch.arange(d, device=tiles.device, dtype=dtype) * (2.0**-20 / max(d, 1))
     ranked = sim - tie
@@ -237,7 +253,11 @@ def plan_merge(
     for block, tiles in zip(tiling.blocks, raw, strict=False):
         d = destinations_in(block, settings.ratio)
         is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, pattern)  # [G, T]
-        metric = tiles.to(sim_dtype).reshape(batch, block.tiles, block.tile_tokens, tiles.shape[-1])
+        shape = (batch, block.tiles, block.tile_tokens, tiles.shape[-1])
+        if tiles.dtype != sim_dtype and in_place_allowed(tiles):  # a fresh float32 copy costs its page faults
+            metric = scratch(shape, tiles, "metric", sim_dtype).copy_(tiles.reshape(shape))
+        else:
+            metric = tiles.to(sim_dtype).reshape(shape)
         matched.append(match_tiles(metric, is_dest, d))
     merged_all = top_count_mask(_tile_order([s for _, s, _ in matched]), removed)  # [B, N], tile order
     parts, sizes, start = [], [], 0

@@ -51,3 +51,57 @@ def test_shift_packing_keeps_the_kept_tokens_in_order_and_expands_back(trial, gr
     back = packing.expand(packed)
     keep = ~removed.unsqueeze(-1)
     torch.testing.assert_close(torch.where(keep, back, 0.0), torch.where(keep, x, 0.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("channels", [7, 8])
+def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels):
+    # The no-graph path selects on integer words; it must agree bit for bit with the plain
+    # graph path (torch.where) and with the indexing reference, whatever the values.
+    gen = seeded(300 + channels)
+    n, removed_count = 301, 117
+    removed = top_count_mask(torch.rand(2, n, generator=gen), removed_count)
+    packing = Compaction(removed, removed_count)
+    x = torch.randn(2, n, channels, generator=gen).to(dtype)
+    x[0, 5, 1], x[1, 40, 0], x[1, 41, -1], x[0, 7, 0] = float("nan"), float("inf"), float("-inf"), -0.0
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    packed = packing.compact(x)
+    for row in range(2):
+        assert torch.equal(packed[row].view(bits), x[row][~removed[row]].view(bits))
+    with torch.enable_grad():
+        graph = packing.compact(x.clone().requires_grad_(dtype.is_floating_point)).detach()
+    assert torch.equal(graph.view(bits), packed.view(bits))
+    back = packing.expand(packed)
+    keep = ~removed
+    assert torch.equal(back[keep].view(bits), x[keep].view(bits))
+
+
+def test_results_never_share_the_reused_scratch_buffers():
+    from mame_core import MergeSettings, plan_merge
+
+    gen = seeded(400)
+    first_x, second_x = torch.randn(2, 2, 256, 16, generator=gen)
+    first = plan_merge(first_x, 16, 16, MergeSettings(ratio=0.5))
+    merged = first.merge(first_x)
+    restored = first.restore(merged * 2)
+    kept_merged, kept_restored = merged.clone(), restored.clone()
+    second = plan_merge(second_x, 16, 16, MergeSettings(ratio=0.5))
+    second.restore(second.merge(second_x) * 3)  # writes every scratch buffer again
+    assert torch.equal(merged, kept_merged) and torch.equal(restored, kept_restored)
+    # one tile covering the whole grid: joining the tiles is then a view, which must not leak
+    single = plan_merge(first_x[:, :64], 8, 8, MergeSettings(ratio=0.5, tile=(8, 8)))
+    out = single.restore(single.merge(first_x[:, :64]))
+    kept = out.clone()
+    second.restore(second.merge(second_x))
+    assert torch.equal(out, kept)
+
+
+def test_scratch_made_in_inference_mode_is_not_reused_outside_it():
+    from mame_core import MergeSettings, plan_merge
+
+    x = torch.randn(1, 256, 8, generator=seeded(401))
+    with torch.inference_mode():
+        inside = plan_merge(x, 16, 16, MergeSettings(ratio=0.5))
+        inside.restore(inside.merge(x))
+    outside = plan_merge(x, 16, 16, MergeSettings(ratio=0.5))
+    torch.testing.assert_close(outside.restore(outside.merge(x)), inside.restore(inside.merge(x)), rtol=0, atol=0)
