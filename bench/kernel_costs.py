@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mame_core.compaction import select_words
+
 
 def best_ms(fn, rounds: int) -> float:
     fn()
@@ -40,17 +42,13 @@ def select_figures(dtype: torch.dtype, gen: torch.Generator, rounds: int) -> lis
     diff = torch.empty_like(keep_w)
     w16, wf = m.to(torch.int16), m.to(dtype)
 
-    def integer(into):
-        torch.sub(take_w, keep_w, out=diff)
-        torch.addcmul(keep_w, diff, w16, out=into)
-
     return [
         best_ms(lambda: torch.where(m, take, keep, out=out), rounds),
-        best_ms(lambda: integer(out_w), rounds),
+        best_ms(lambda: select_words(keep_w, take_w, w16, out_w, diff), rounds),
         best_ms(lambda: torch.lerp(keep, take, wf, out=out), rounds),
         best_ms(lambda: out.copy_(take), rounds),
         best_ms(lambda: torch.where(m, take, keep), rounds),
-        best_ms(lambda: integer(torch.empty_like(keep_w)), rounds),
+        best_ms(lambda: select_words(keep_w, take_w, w16, torch.empty_like(keep_w), diff), rounds),
     ]
 
 

@@ -129,6 +129,14 @@ class Compaction:
         return src
 
 
+def select_words(keep: torch.Tensor, take: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
+                 difference: torch.Tensor) -> None:
+    """``out = keep + weight * (take - keep)`` on int16 words with a 0/1 ``weight``: ``take``
+    where the weight is 1, else ``keep``, bit for bit (the arithmetic wraps)."""
+    torch.sub(take, keep, out=difference)
+    torch.addcmul(keep, difference, weight, out=out)
+
+
 def _as_words(t: torch.Tensor) -> torch.Tensor | None:
     """A float tensor's last axis read as 16-bit integer words, or None where it cannot be."""
     if t.element_size() % 2 or (t.element_size() > 2 and t.stride(-1) != 1):
@@ -153,7 +161,6 @@ class _Select:
         w = self.weights[j][:, :rows]
         if self.words:
             keep, take, out = (t.view(torch.int16) for t in (keep, take, out))
-            diff = torch.sub(take, keep, out=self.difference[:, :rows])  # wraps: exact on the bits
-            torch.addcmul(keep, diff, w, out=out)
+            select_words(keep, take, w, out, self.difference[:, :rows])
         else:
             torch.where(w, take, keep, out=out)

@@ -105,12 +105,10 @@ class MergePlan:
             t = t.reshape(self.batch, p.block.tiles, p.block.tile_tokens, t.shape[-1])
             dest = torch.matmul(p.weights.transpose(-1, -2).to(x.dtype), t)  # [B, G, d, C]
             placed = torch.matmul(p.select.to(x.dtype), dest)  # back at the destinations' places
-            if buffered:  # written straight into its place in the tile-order sequence
-                out = averaged[:, start : start + t.shape[1] * t.shape[2]].view(t.shape)
-                torch.lerp(t, placed, p.dest_weight.to(x.dtype), out=out)
-                start += t.shape[1] * t.shape[2]
-            else:
-                parts.append(torch.lerp(t, placed, p.dest_weight.to(x.dtype)))
+            # buffered: written straight into its place in the tile-order sequence
+            out = averaged[:, start : start + t.shape[1] * t.shape[2]].view(t.shape) if buffered else None
+            parts.append(torch.lerp(t, placed, p.dest_weight.to(x.dtype), out=out))
+            start += t.shape[1] * t.shape[2]
         return self.compaction.compact(averaged if buffered else _tile_order(parts))
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:

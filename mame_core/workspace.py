@@ -7,6 +7,7 @@ CUDA's caching allocator already reuses its memory, so other devices get fresh t
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -28,9 +29,7 @@ def scratch(shape: torch.Size | tuple[int, ...], like: torch.Tensor, slot: str,
     dtype = dtype or like.dtype
     if like.device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=like.device)
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     key = (dtype, slot, torch.is_inference_mode_enabled())  # an inference tensor is read-only outside
     flat = _BUFFERS.flat.get(key)
     if flat is None or flat.numel() < count:
