@@ -9,7 +9,9 @@ token (12 d^2 multiply-adds in their linears, one joint attention), so one Flux 
 stands for both. Image tokens come from real photos (scikit-image) so neighbours are alike.
 
 Methods at the hook, each merging only the image tokens of q, k, v after RoPE:
-  mame      MaMe/MaRe (this project), similarity on v; ``mame-k`` plans on the rotated k
+  mame      MaMe/MaRe (this project), similarity on v, the size bias as a key mask (what the
+            node gives ComfyUI's attention_pytorch on a CPU); ``mame-channel`` passes it as
+            the extra channel per head (other kernels, CUDA); ``mame-k`` plans on the rotated k
   tome      ToMe's matcher (tomesd's bipartite_soft_matching_random2d on v), merge q, k, v, unmerge
   todo      ToDo-style key/value pooling (2x1 average of the image k/v grid), queries full
 
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from bench.photos import load_photo
 from bench.timing import time_interleaved
 from mame_core import MergeSettings, merged_tokens_for, plan_merge
-from mame_core.size_bias import add_size_channel
+from mame_core.size_bias import add_size_channel, key_bias_mask
 
 CASES = {
     # name: dim, heads, mlp hidden, (frames, h, w) image tokens, text tokens, layout, rope
@@ -126,9 +128,9 @@ class Block(torch.nn.Module):
         return tokens[:, -n:]
 
 
-def sdpa(q, k, v):
+def sdpa(q, k, v, mask=None):
     b, h, n, d = q.shape
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, h * d)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, h * d)
 
 
 def flat(t):
@@ -154,18 +156,25 @@ def hooks(grid, text, heads, ratio):
             return torch.cat([out[:, :text], restore(out[:, text:])], dim=1)
         return hook
 
-    def mame(source):
+    def mame(source, as_mask=True):
         # as nodes/dit_patch.py does it: one plan per call on the image tokens (3-D tiles for
-        # video), proportional attention through the extra size channel, restore the image part
+        # video), proportional attention as a key mask (what ComfyUI's attention_pytorch gets
+        # on a CPU) or through the extra size channel (any other kernel), restore the image part
+        def span(t, fn):
+            return fn(t) if not text else torch.cat([t[:, :text], fn(t[:, text:])], dim=1)
+
         def hook(q, k, v):
             qf, kf, vf = flat(q), flat(k), flat(v)
             metric = (vf if source == "v" else kf)[:, text:]
             plan = plan_merge(metric, h, w, settings, pattern=0, frames=frames)
-            q2, k2, v2 = (torch.cat([t[:, :text], plan.merge(t[:, text:])], dim=1) for t in (qf, kf, vf))
+            q2, k2, v2 = (span(t, plan.merge) for t in (qf, kf, vf))
             log_size = torch.cat([plan.key_log_size.new_zeros(1, text), plan.key_log_size], dim=1)
-            q2, k2, v2, drop_channels = add_size_channel(q2, k2, v2, log_size, heads)
-            out = drop_channels(sdpa(*(heads_first(t, heads) for t in (q2, k2, v2))))
-            return torch.cat([out[:, :text], plan.restore(out[:, text:])], dim=1)
+            if as_mask:
+                out = sdpa(*(heads_first(t, heads) for t in (q2, k2, v2)), mask=key_bias_mask(log_size, q.dtype))
+            else:
+                q2, k2, v2, drop_channels = add_size_channel(q2, k2, v2, log_size, heads)
+                out = drop_channels(sdpa(*(heads_first(t, heads) for t in (q2, k2, v2))))
+            return span(out, plan.restore)
         return hook
 
     def tome(q, k, v):
@@ -197,8 +206,8 @@ def hooks(grid, text, heads, ratio):
         out = sdpa(*short)
         return torch.cat([out, out.new_zeros(out.shape[0], q.shape[2] - kept, out.shape[2])], dim=1)
 
-    return {"full": sdpa, "mame": mame("v"), "mame-k": mame("k"), "tome": tome, "todo": todo,
-            "free-merge": free_merge}
+    return {"full": sdpa, "mame": mame("v"), "mame-channel": mame("v", as_mask=False), "mame-k": mame("k"),
+            "tome": tome, "todo": todo, "free-merge": free_merge}
 
 
 def run(case: str, ratio: float, rounds: int, dtype) -> dict:
@@ -234,7 +243,7 @@ def run(case: str, ratio: float, rounds: int, dtype) -> dict:
     return {
         "case": case, "ratio": ratio, "dtype": str(dtype), "rounds": rounds, "tokens": length,
         "merged_tokens": text + merged_img, "seconds": t,
-        "speedup": {m: t["full"] / t[m] for m in ("mame", "tome", "todo")},
+        "speedup": {m: t["full"] / t[m] for m in ("mame", "mame-channel", "tome", "todo")},
         "amdahl_bound": bound, "mame_share_of_bound": (t["full"] / t["mame"]) / bound,
         "error": errors, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),

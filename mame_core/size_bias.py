@@ -79,6 +79,12 @@ def add_size_channel(
     return q2, k2, v2, restore
 
 
+def key_bias_mask(log_size: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The same bias as an additive attention mask ``[B, 1, 1, keys]``, for kernels that take
+    one and broadcast it over heads and queries."""
+    return log_size.to(dtype)[:, None, None, :]
+
+
 def biased_attention_reference(q, k, v, log_size, heads, scale=None):
     """Plain attention with the log-size bias as an explicit logit term (for tests)."""
     b, n, width = q.shape
@@ -90,4 +96,4 @@ def biased_attention_reference(q, k, v, log_size, heads, scale=None):
     return out.transpose(1, 2).reshape(b, n, width)
 
 
-__all__ = ["add_size_channel", "biased_attention_reference"]
+__all__ = ["add_size_channel", "biased_attention_reference", "key_bias_mask"]

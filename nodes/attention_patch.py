@@ -20,9 +20,9 @@ except ImportError:  # the package imported outside ComfyUI (e.g. collected by p
     comfy_attention = None
 
 from ..mame_core.block_step import BlockAddress, BlockStep
-from ..mame_core.size_bias import add_size_channel
 from .merge_recorder import MergeRecorder
 from .model_inspect import AttentionBlock, sampling_progress
+from .proportional_attention import bias_as_mask, sized_attention
 
 log = logging.getLogger("comfyui-mame")
 
@@ -35,16 +35,15 @@ MERGED_MARK = "mame_merged"
 def sized_self_attention(q, k, v, extra_options):
     """ComfyUI attn1 replacement (projected q, k, v in; output before to_out): the host's own
     attention, with proportional attention (each merged key's logit + log of the tokens it
-    stands for) when a MaMe plan merged this block, via one extra channel per head so any
-    attention kernel computes it. Unmerged blocks get plain attention."""
+    stands for) when a MaMe plan merged this block (see :mod:`.proportional_attention`).
+    Unmerged blocks get plain attention."""
     optimized_attention = comfy_attention.optimized_attention  # read per call: ComfyUI may swap it
     heads = extra_options["n_heads"]
     plan = extra_options.get(MERGED_MARK)
     log_size = getattr(plan, "key_log_size", None)
     if log_size is None or k.shape[1] != log_size.shape[1]:
         return optimized_attention(q, k, v, heads)
-    q2, k2, v2, restore = add_size_channel(q, k, v, log_size, heads)
-    return restore(optimized_attention(q2, k2, v2, heads))
+    return sized_attention(optimized_attention, q, k, v, heads, log_size, bias_as_mask(optimized_attention, q.device))
 
 
 @dataclass

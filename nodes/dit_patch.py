@@ -37,6 +37,7 @@ from .dit_inspect import (
     unsupported_reason,
 )
 from .merge_recorder import MergeRecorder
+from .proportional_attention import bias_as_mask, sized_attention
 
 log = logging.getLogger("comfyui-mame")
 
@@ -80,6 +81,14 @@ def _flat(t: torch.Tensor, heads_first: bool) -> torch.Tensor:
         return t if t.dim() == 3 else t.reshape(t.shape[0], t.shape[1], -1)
     b, h, n, d = t.shape
     return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _replace_span(t: torch.Tensor, start: int, length: int, fn) -> torch.Tensor:
+    """``t`` with ``fn`` applied to the tokens ``start:start+length`` (dim 1); no copy of the
+    result when that span is all of ``t``."""
+    if start == 0 and length == t.shape[1]:
+        return fn(t)
+    return torch.cat([t[:, :start], fn(t[:, start:start + length]), t[:, start + length:]], dim=1)
 
 
 @dataclass
@@ -149,7 +158,8 @@ class DiTMerge:
             self._warn_once(("error", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
         if merged is None:
             return self._run_base(func, args, kwargs)
-        return merged(lambda *a, **kw: self._run_base(func, a, kw))
+        as_mask = self.base_override is None and bias_as_mask(func, q.device)
+        return merged(lambda *a, **kw: self._run_base(func, a, kw), as_mask)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -205,35 +215,25 @@ class DiTMerge:
         self.last_call[key] = (n, plan.merged_tokens)
         if self.counting:
             self.attention_calls.append((length, length - n + plan.merged_tokens))
-        return lambda run: self._attend(run, plan, start, n, qf, kf, vf, heads, kwargs, heads_first)
+        return lambda run, as_mask: self._attend(run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first)
 
-    def _attend(self, run, plan, start, n, qf, kf, vf, heads, kwargs, heads_first):
-        def shorten(t):
-            merged = plan.merge(t[:, start:start + n])
-            return torch.cat([t[:, :start], merged, t[:, start + n:]], dim=1)
-
-        k2, v2 = shorten(kf), shorten(vf)
-        q2 = shorten(qf) if self.mode == "qkv" else qf
+    def _attend(self, run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first):
+        k2, v2 = (_replace_span(t, start, n, plan.merge) for t in (kf, vf))
+        q2 = _replace_span(qf, start, n, plan.merge) if self.mode == "qkv" else qf
         call = dict(kwargs)
         call["skip_reshape"] = False
         call.pop("heads", None)
         want_heads_first = bool(call.pop("skip_output_reshape", False))
         log_size = getattr(plan, "key_log_size", None)
-        restore_channels = None
-        if log_size is not None:
-            from ..mame_core.size_bias import add_size_channel
-
-            b = k2.shape[0]
-            zeros_before = log_size.new_zeros(b, start)
-            zeros_after = log_size.new_zeros(b, k2.shape[1] - start - log_size.shape[1])
-            full = torch.cat([zeros_before, log_size, zeros_after], dim=1)
-            q2, k2, v2, restore_channels = add_size_channel(q2, k2, v2, full, heads)
-        out = run(q2, k2, v2, heads, **call)
-        if restore_channels is not None:
-            out = restore_channels(out)
+        if log_size is None:
+            out = run(q2, k2, v2, heads, **call)
+        else:
+            b, m = log_size.shape
+            full = torch.cat([log_size.new_zeros(b, start), log_size, log_size.new_zeros(b, k2.shape[1] - start - m)],
+                             dim=1)
+            out = sized_attention(run, q2, k2, v2, heads, full, as_mask, **call)
         if self.mode == "qkv":
-            m = plan.merged_tokens
-            out = torch.cat([out[:, :start], plan.restore(out[:, start:start + m]), out[:, start + m:]], dim=1)
+            out = _replace_span(out, start, plan.merged_tokens, plan.restore)
         if want_heads_first:
             b, length, c = out.shape
             out = out.reshape(b, length, heads, c // heads).transpose(1, 2)

@@ -147,6 +147,42 @@ def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(ho
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)  # fp32 rounding of averaging equal copies
 
 
+@pytest.mark.parametrize("mode", ["qkv", "kv"])
+def test_size_bias_as_a_mask_equals_the_size_channel(host, models, mode):
+    # The host's attention_pytorch on a CPU gets the log-size bias as an additive key mask; any
+    # other kernel gets the extra channel per head. Both must be the same proportional attention.
+    import comfy.ldm.modules.attention as comfy_attention
+
+    dit_patch = host.nodes.dit_patch
+    model = mame(host, models["flux"], mode=mode)
+    override = model.model_options["transformer_options"]["optimized_attention_override"]
+    override.step.start_call(0.0, torch.device("cpu"))
+    heads, dim, text, grid = 4, 16, 5, (16, 16)
+    g = seeded(4)
+    q, k, v = (torch.randn(1, heads, text + 256, dim, generator=g) for _ in range(3))
+    options = {dit_patch.CALL_KEY: dit_patch.CallInfo(grid, text), "block_type": "double", "block_index": 0}
+    seen = {}
+
+    def spy(name):
+        def attention(q, k, v, heads, mask=None, **kwargs):
+            seen[name] = (q.shape[-1], None if mask is None else tuple(mask.shape))
+            return comfy_attention.attention_pytorch(q, k, v, heads, mask=mask, **kwargs)
+        attention.__name__ = name
+        return attention
+
+    def run(func):
+        return override(func, q, k, v, heads, skip_reshape=True, mask=None, transformer_options=dict(options))
+
+    masked, channelled = run(spy("attention_pytorch")), run(spy("attention_sub_quad"))
+    merged_length = text + expected_merged(host, "flux", grid)
+    assert seen["attention_pytorch"] == (heads * dim, (1, 1, 1, merged_length))
+    assert seen["attention_sub_quad"][1] is None and seen["attention_sub_quad"][0] > heads * dim
+    torch.testing.assert_close(masked, channelled, rtol=1e-5, atol=1e-5)
+    plain = override(lambda *a, **kw: comfy_attention.attention_pytorch(*a, **kw), q, k, v, heads,
+                     skip_reshape=True, transformer_options={})  # no call info: not merged
+    assert (masked - plain).abs().max() > 1e-3
+
+
 def test_cfg_batch_rows_merge_independently(host, models):
     model = mame(host, models["flux"])
     both = sample(model, "flux", batch=2)  # 2 latents x (cond, uncond) in one model call

@@ -113,8 +113,24 @@ def run_captured(model, stack):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode,moved", [("qkv", 0.2), ("kv", 0.05)])
-def test_comfyui_patched_attention_is_the_plan_applied_to_attention(comfy_model, mode, moved):
+@pytest.mark.parametrize("kernel", ["attention_pytorch", "attention_sub_quad"])
+def test_comfyui_patched_attention_is_the_plan_applied_to_attention(comfy_model, mode, moved, kernel, monkeypatch):
+    # The host's kernel decides how the size bias reaches it: attention_pytorch on a CPU takes
+    # it as a key mask, sub-quadratic attention as an extra channel; both must be exact.
+    import comfy.ldm.modules.attention as comfy_attention
+
+    masks = []
+    chosen = getattr(comfy_attention, kernel)
+
+    def kernel_spy(q, k, v, heads, mask=None, **kwargs):
+        masks.append(None if mask is None else tuple(mask.shape))
+        return chosen(q, k, v, heads, mask=mask, **kwargs)
+
+    kernel_spy.__name__ = kernel
+    monkeypatch.setattr(comfy_attention, "optimized_attention", kernel_spy)
     patched, seen = run_captured(comfy_model, [dict(mode=mode, seed=5)])
+    merged_calls = [m for m in masks if m is not None]
+    assert bool(merged_calls) == (kernel == "attention_pytorch")
     mame = patched.model_options["transformer_options"]["patches"]["attn1_patch"][1].__self__
     attn = comfy_model.raw_unet.input_blocks[1][1].transformer_blocks[0].attn1
     x = seen["x"]

@@ -54,16 +54,19 @@ def test_shift_packing_keeps_the_kept_tokens_in_order_and_expands_back(trial, gr
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-@pytest.mark.parametrize("channels", [7, 8])
-def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels):
-    # The no-graph path selects on integer words; it must agree bit for bit with the plain
-    # graph path (torch.where) and with the indexing reference, whatever the values.
+@pytest.mark.parametrize("channels, parent_channels", [(7, 7), (8, 8), (2, 3)])
+def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels, parent_channels):
+    # The no-graph path selects on integer words as wide as a token's row allows (16, 32 or
+    # 64 bits; 2 of 3 channels: rows whose strides no wider word divides); it must agree bit
+    # for bit with the plain graph path (torch.where) and with the indexing reference,
+    # whatever the values.
     gen = seeded(300 + channels)
     n, removed_count = 301, 117
     removed = top_count_mask(torch.rand(2, n, generator=gen), removed_count)
     packing = Compaction(removed, removed_count)
-    x = torch.randn(2, n, channels, generator=gen).to(dtype)
+    x = torch.randn(2, n, parent_channels, generator=gen).to(dtype)[..., :channels]
     x[0, 5, 1], x[1, 40, 0], x[1, 41, -1], x[0, 7, 0] = float("nan"), float("inf"), float("-inf"), -0.0
+    x[1, 42, 1] = -float("nan")
     bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
     packed = packing.compact(x)
     for row in range(2):
@@ -74,6 +77,17 @@ def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels):
     back = packing.expand(packed)
     keep = ~removed
     assert torch.equal(back[keep].view(bits), x[keep].view(bits))
+
+
+@pytest.mark.parametrize("dtype, shape, expected", [
+    (torch.bfloat16, (2, 5, 320), torch.int64), (torch.bfloat16, (2, 5, 6), torch.int32),
+    (torch.bfloat16, (2, 5, 7), torch.int16), (torch.float32, (2, 5, 1), torch.int32),
+    (torch.float32, (2, 5), torch.int32), (torch.float64, (2, 5, 3), torch.int64),
+])
+def test_packing_words_never_span_two_tokens(dtype, shape, expected):
+    from mame_core.compaction import word_dtype
+
+    assert word_dtype(torch.zeros(shape, dtype=dtype)) is expected
 
 
 def test_results_never_share_the_reused_scratch_buffers():

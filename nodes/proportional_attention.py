@@ -1,0 +1,35 @@
+"""Proportional attention through the host's attention function: a key mask or a size channel.
+
+Each merged key's logit gets ``+ log(tokens it stands for)``. Two ways reach ComfyUI's kernel:
+
+* an additive ``mask`` of shape ``[B, 1, 1, keys]``. ComfyUI's ``attention_pytorch`` hands it
+  to torch's SDPA, which on a CPU adds it at no measurable cost
+  (``bench/results/kernel_costs.txt``: 0.86-1.08x of plain attention, against 1.09-1.12x for
+  the channel). Its other kernels broadcast a mask each in their own way, and on CUDA a float
+  mask takes SDPA off its flash kernel, so the mask is used only for ``attention_pytorch`` on
+  a CPU;
+* everywhere else, one extra channel per head (``mame_core.size_bias.add_size_channel``),
+  which any kernel computes exactly.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..mame_core.size_bias import add_size_channel, key_bias_mask
+
+MASKED_KERNELS = ("attention_pytorch",)
+
+
+def bias_as_mask(attention, device: torch.device) -> bool:
+    """Whether ``attention`` (a ComfyUI attention function) gets the bias as a mask."""
+    return device.type == "cpu" and getattr(attention, "__name__", None) in MASKED_KERNELS
+
+
+def sized_attention(attention, q, k, v, heads: int, log_size: torch.Tensor, as_mask: bool, **kwargs):
+    """``attention(q, k, v, heads, **kwargs)`` (q, k, v ``[B, N, heads*d]``) with ``log_size``
+    (``[B, keys]``) added to each key's logits. The caller has no mask of its own (``mask``
+    absent or None)."""
+    if as_mask:
+        return attention(q, k, v, heads, **{**kwargs, "mask": key_bias_mask(log_size, q.dtype)})
+    q2, k2, v2, restore = add_size_channel(q, k, v, log_size, heads)
+    return restore(attention(q2, k2, v2, heads, **kwargs))
