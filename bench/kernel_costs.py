@@ -1,10 +1,11 @@
 """The kernel timings behind two engine choices, side by side on this machine.
 
 1. The packing select (``out = take where mask else keep`` over ``[B, N, C]``, one shift step):
-   ``torch.where``, the 16-bit integer-word form MaMe uses (``keep + w * (take - keep)``),
-   ``lerp`` with a 0/1 weight (fast, but a NaN on the side not taken poisons the result), and
-   a plain copy for scale; each writing into a reused buffer and into a fresh tensor (the
-   fresh one pays its page faults).
+   ``torch.where`` on the values, ``torch.where`` on the rows read as 64-bit integer words
+   (what MaMe runs on large tensors), the 16-bit integer arithmetic MaMe runs on 16-bit
+   tensors up to ``compaction.CACHE_RESIDENT_BYTES`` (``keep + w * (take - keep)``), ``lerp`` with a 0/1 weight (fast, but a NaN on the side
+   not taken poisons the result) and a plain copy for scale, into a reused buffer; and the
+   64-bit form into a fresh tensor (which pays its page faults).
 2. The size channel: attention at a merged length with the head width as it is, padded by
    one channel to a multiple of 8 (what ``add_size_channel`` does), and with the log-size bias
    as an additive attention mask instead.
@@ -19,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mame_core.compaction import select_words
+from mame_core.compaction import select_words, word_dtype
 
 
 def best_ms(fn, rounds: int) -> float:
@@ -32,33 +33,40 @@ def best_ms(fn, rounds: int) -> float:
     return best * 1e3
 
 
-def select_figures(dtype: torch.dtype, gen: torch.Generator, rounds: int) -> list[float]:
+SELECT_SHAPES = {"2x4096x320 (SD1.5 level 1)": (2, 4096, 320), "1x14040x1536 (Wan-1.3B 480p x 33)": (1, 14040, 1536)}
+
+
+def select_figures(shape: tuple[int, int, int], dtype: torch.dtype, gen: torch.Generator, rounds: int) -> list[float]:
     shift = 4
-    x = torch.randn(2, 4096, 320, generator=gen).to(dtype)
+    x = torch.randn(*shape, generator=gen).to(dtype)
     buf = torch.empty_like(x)
-    mask = torch.rand(2, 4096, 1, generator=gen) > 0.5
+    mask = torch.rand(shape[0], shape[1], 1, generator=gen) > 0.5
     keep, take, out, m = x[:, :-shift], x[:, shift:], buf[:, :-shift], mask[:, :-shift]
-    keep_w, take_w, out_w = (t.view(torch.int16) for t in (keep, take, out))
-    diff = torch.empty_like(keep_w)
+    keep16, take16, out16 = (t.view(torch.int16) for t in (keep, take, out))
+    keep64, take64, out64 = (t.view(word_dtype(x)) for t in (keep, take, out))
+    diff = torch.empty_like(keep16)
     w16, wf = m.to(torch.int16), m.to(dtype)
 
     return [
         best_ms(lambda: torch.where(m, take, keep, out=out), rounds),
-        best_ms(lambda: select_words(keep_w, take_w, w16, out_w, diff), rounds),
+        best_ms(lambda: torch.where(m, take64, keep64, out=out64), rounds),
+        best_ms(lambda: select_words(keep16, take16, w16, out16, diff), rounds),
         best_ms(lambda: torch.lerp(keep, take, wf, out=out), rounds),
         best_ms(lambda: out.copy_(take), rounds),
-        best_ms(lambda: torch.where(m, take, keep), rounds),
-        best_ms(lambda: select_words(keep_w, take_w, w16, torch.empty_like(keep_w), diff), rounds),
+        best_ms(lambda: torch.where(m, take64, keep64), rounds),
     ]
 
 
 def select_rows(rounds: int) -> list[str]:
     gen = torch.Generator().manual_seed(0)
-    rows = ["| dtype | where | integer words (MaMe) | lerp | copy | where, fresh output | integer words, fresh output |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for dtype in (torch.bfloat16, torch.float32):
-        figures = select_figures(dtype, gen, rounds)
-        rows.append(f"| {str(dtype).replace('torch.', '')} | " + " | ".join(f"{v:.3f} ms" for v in figures) + " |")
+    rows = ["| shape | dtype | where on the values | where on 64-bit words (MaMe, otherwise) | 16-bit integer arithmetic "
+            "(MaMe, 16-bit values up to 8 MB) | lerp | copy | where on 64-bit words, fresh output |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, shape in SELECT_SHAPES.items():
+        for dtype in (torch.bfloat16, torch.float32):
+            figures = select_figures(shape, dtype, gen, rounds)
+            rows.append(f"| {name} | {str(dtype).replace('torch.', '')} | "
+                        + " | ".join(f"{v:.3f} ms" for v in figures) + " |")
     return rows
 
 
@@ -68,6 +76,7 @@ ATTENTION_SHAPES = {
     "SD3.5-medium 1024² (24 heads, 2381 tokens, width 64)": (1, 24, 2381, 64),
     "Flux 1024² (24 heads, 2560 tokens, width 128)": (1, 24, 2560, 128),
     "Flux 2048² (24 heads, 8704 tokens, width 128)": (1, 24, 8704, 128),
+    "Wan-1.3B 480p x 33 (12 heads, 7020 tokens, width 128)": (1, 12, 7020, 128),
 }
 
 
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, pick_dtype(None, "cpu"))  # prints the dtype and why
     print(f"python -m bench.kernel_costs --rounds {args.rounds}  ({args.threads} CPU threads, "
           f"torch {torch.__version__}; best of the rounds)\n")
-    print("## One packing select step, 2x4096x320 (shift 4)\n")
+    print("## One packing select step (shift 4)\n")
     print("\n".join(select_rows(args.rounds)))
     print(f"\n## Attention at the merged length, {str(dtype).replace('torch.', '')}\n")
     print("\n".join(attention_rows(args.rounds, dtype)))

@@ -155,22 +155,30 @@ def word_dtype(t: torch.Tensor) -> torch.dtype | None:
     return None
 
 
+# Below this size (a 16-bit tensor that stays in the benchmark CPU's 32 MB L3 across the
+# ping-pong) the 16-bit arithmetic beats ``where`` on wide words; above it ``where`` wins
+# twice over (bench/results/kernel_costs.txt).
+CACHE_RESIDENT_BYTES = 8 << 20
+
+
 class _Select:
     """``out = take`` where step ``j``'s arrival mask is set on the first ``rows`` places, else
     ``keep``, bit for bit and without a graph. The tensors share ``like``'s layout.
 
-    The floats are read as integer words, as wide as the token's row allows: ``where`` on 32-
-    and 64-bit words runs at a good share of a copy's speed on a CPU, several times faster
-    than on bf16 or fp32 values; on 16-bit words the integer arithmetic form is faster
-    (``bench/results/kernel_costs.txt``). Moving words moves bits, so NaN and inf stay exact."""
+    The floats are read as integer words, so NaN and inf move untouched. 16-bit values that
+    fit in cache use ``keep + w * (take - keep)`` in wrapping 16-bit arithmetic; everything
+    else uses ``where`` on words as wide as a token's row allows, which runs near a copy's
+    speed on large tensors, where ``where`` on bf16 or fp32 values is several times slower."""
 
     def __init__(self, compaction: Compaction, like: torch.Tensor):
         self.word = word_dtype(like)
-        if self.word is not None:
+        if self.word is not None and self.word != torch.int16:
             try:
                 like.view(self.word)
             except RuntimeError:  # strides that the wider words do not divide
                 self.word = None
+        if like.element_size() == 2 and (self.word is None or like.numel() * 2 <= CACHE_RESIDENT_BYTES):
+            self.word = torch.int16  # a same-size view always exists
         self.arithmetic = self.word == torch.int16
         self.weights = compaction._steps(like, torch.int16 if self.arithmetic else torch.bool)
         if self.arithmetic:

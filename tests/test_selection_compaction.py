@@ -55,11 +55,15 @@ def test_shift_packing_keeps_the_kept_tokens_in_order_and_expands_back(trial, gr
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("channels, parent_channels", [(7, 7), (8, 8), (2, 3)])
-def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels, parent_channels):
+@pytest.mark.parametrize("large", [False, True])
+def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels, parent_channels, large, monkeypatch):
     # The no-graph path selects on integer words as wide as a token's row allows (16, 32 or
     # 64 bits; 2 of 3 channels: rows whose strides no wider word divides); it must agree bit
     # for bit with the plain graph path (torch.where) and with the indexing reference,
-    # whatever the values.
+    # whatever the values. ``large``: 16-bit tensors as if they did not fit in cache (where on
+    # wide words instead of the 16-bit arithmetic).
+    if large:
+        monkeypatch.setattr("mame_core.compaction.CACHE_RESIDENT_BYTES", 0)
     gen = seeded(300 + channels)
     n, removed_count = 301, 117
     removed = top_count_mask(torch.rand(2, n, generator=gen), removed_count)
