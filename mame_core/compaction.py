@@ -141,17 +141,17 @@ _WORDS = ((8, torch.int64), (4, torch.int32), (2, torch.int16))
 
 
 def word_dtype(t: torch.Tensor) -> torch.dtype | None:
-    """The widest integer type whose words tile each token's entries of ``t`` (``[B, N, ...]``,
-    contiguous last axis), or None. A word never spans two tokens, so a per-token mask still
-    applies to it."""
-    if t.dim() < 3:
-        return next((dtype for size, dtype in _WORDS if size == t.element_size()), None)
-    row_bytes = t.element_size() * t.shape[-1]
-    if t.stride(-1) != 1 and t.shape[-1] > 1:
-        return None
+    """The widest integer type ``t`` (``[B, N, ...]``) can be read as with no word spanning two
+    tokens (so a per-token mask still applies to each word), or None."""
+    row_bytes = t.element_size() * (t.shape[-1] if t.dim() > 2 else 1)
     for size, dtype in _WORDS:
-        if size >= t.element_size() and row_bytes % size == 0:
-            return dtype
+        if size < t.element_size() or row_bytes % size or (t.dim() < 3 and size != t.element_size()):
+            continue
+        try:
+            t.view(dtype)
+        except RuntimeError:  # strides that these words do not divide
+            continue
+        return dtype
     return None
 
 
@@ -172,13 +172,8 @@ class _Select:
 
     def __init__(self, compaction: Compaction, like: torch.Tensor):
         self.word = word_dtype(like)
-        if self.word is not None and self.word != torch.int16:
-            try:
-                like.view(self.word)
-            except RuntimeError:  # strides that the wider words do not divide
-                self.word = None
-        if like.element_size() == 2 and (self.word is None or like.numel() * 2 <= CACHE_RESIDENT_BYTES):
-            self.word = torch.int16  # a same-size view always exists
+        if like.element_size() == 2 and like.numel() * 2 <= CACHE_RESIDENT_BYTES:
+            self.word = torch.int16
         self.arithmetic = self.word == torch.int16
         self.weights = compaction._steps(like, torch.int16 if self.arithmetic else torch.bool)
         if self.arithmetic:

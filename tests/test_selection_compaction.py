@@ -87,11 +87,16 @@ def test_packing_moves_the_bits_untouched_nan_and_inf_included(dtype, channels, 
     (torch.bfloat16, (2, 5, 320), torch.int64), (torch.bfloat16, (2, 5, 6), torch.int32),
     (torch.bfloat16, (2, 5, 7), torch.int16), (torch.float32, (2, 5, 1), torch.int32),
     (torch.float32, (2, 5), torch.int32), (torch.float64, (2, 5, 3), torch.int64),
+    (torch.float32, (2, 5, 3), torch.int32), (torch.bfloat16, (2, 5, 3), torch.int16),
 ])
 def test_packing_words_never_span_two_tokens(dtype, shape, expected):
     from mame_core.compaction import word_dtype
 
-    assert word_dtype(torch.zeros(shape, dtype=dtype)) is expected
+    # the first two channels of three: rows whose strides the 64- and 32-bit words do not divide
+    tensor = torch.zeros(shape, dtype=dtype)
+    if shape[-1] == 3 and dtype != torch.float64:
+        tensor = tensor[..., :2]
+    assert word_dtype(tensor) is expected
 
 
 def test_results_never_share_the_reused_scratch_buffers():
