@@ -219,7 +219,7 @@ def print_report(result):
     print(f"equal layer speed: MaMe at ratio {_f(r, '.3f')} runs the layer as fast as tomesd at 0.5 (merge cost included)")
     print("| set-up | query scale | perplexity | mame-qkv | mame no size bias | mame-kv | tome | todo (2x1 pooling) "
           "| mame/tome | mame at equal speed | /tome | equal-fidelity ratio | mame speed-up there |")
-    print("| --- |" * 13)
+    print("|" + " --- |" * 13)
     for row in result["sharpness"]:
         eq = row["mame at equal speed"]
         print(
