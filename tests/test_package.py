@@ -42,3 +42,26 @@ def test_the_archive_holds_only_what_a_user_needs(tmp_path):
                    "docs/icon.svg", "example_workflows/sd15_txt2img_mame.json"):
         assert needed in names
     assert not [n for n in names if n.endswith((".safetensors", ".pyc", ".zip"))]
+
+
+def test_the_entry_point_loads_as_a_package_and_alone():
+    """ComfyUI loads the folder as a package under the folder's name, which may hold a hyphen; pytest
+    imports the file alone when that name is not an identifier (then it must not fail)."""
+    import importlib.util
+    import sys
+
+    entry = REPO / "__init__.py"
+    alone = importlib.util.spec_from_file_location("__init__", entry)
+    module = importlib.util.module_from_spec(alone)
+    alone.loader.exec_module(module)
+    assert not hasattr(module, "NODE_CLASS_MAPPINGS")
+    name = "comfyui-mame"
+    spec = importlib.util.spec_from_file_location(name, entry, submodule_search_locations=[str(REPO)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+        spec.loader.exec_module(package)
+        assert "MaMe" in " ".join(package.NODE_CLASS_MAPPINGS)
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
