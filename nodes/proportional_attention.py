@@ -4,7 +4,7 @@ Each merged key's logit gets ``+ log(tokens it stands for)``. Two ways reach Com
 
 * an additive ``mask`` of shape ``[B, 1, 1, keys]``. ComfyUI's ``attention_pytorch`` hands it
   to torch's SDPA, which on a CPU adds it at no measurable cost
-  (``bench/results/kernel_costs.txt``: 0.86-1.08x of plain attention, against 1.09-1.12x for
+  (``bench/results/kernel_costs.txt``: 1.01-1.04x of plain attention, against 1.07-1.14x for
   the channel). Its other kernels broadcast a mask each in their own way, and on CUDA a float
   mask takes SDPA off its flash kernel, so the mask is used only for ``attention_pytorch`` on
   a CPU;
