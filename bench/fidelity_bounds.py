@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.attention_methods import tome
+from bench.attention_methods import mame, tome
 from bench.fidelity import attention, rel_error, sweep_inputs
 from bench.photos import PHOTOS, photo_tokens
 from mame_core import MergeSettings, plan_seeded
@@ -48,6 +48,7 @@ SOFT_BETAS = (100.0, 400.0)
 
 
 def _plan(x, h, w, ratio=RATIO, mode="qkv"):
+    """The plan :func:`bench.attention_methods.mame` builds for ``x`` (same seed and keys)."""
     return plan_seeded(x, h, w, MergeSettings(ratio=ratio, mode=mode), 0, "bench")
 
 
@@ -57,14 +58,8 @@ def _tiles(plan, t):
     return plan.tiling.split(t)[0].reshape(1, p.block.tiles, p.block.tile_tokens, t.shape[-1])
 
 
-def queries_only(attn, x, h, w):
-    plan = _plan(x, h, w)
+def queries_only(attn, plan, x):
     return plan.restore(attn(plan.merge(x), x))
-
-
-def keys_only(attn, x, h, w):
-    plan = _plan(x, h, w, mode="kv")
-    return attn(x, plan.merge(x), key_log_size=plan.key_log_size)
 
 
 def query_light(attn, x, h, w):
@@ -72,9 +67,9 @@ def query_light(attn, x, h, w):
     return queries.restore(attn(queries.merge(x), keys.merge(x), key_log_size=keys.key_log_size))
 
 
-def soft_restore(attn, x, h, w, beta):
-    plan = _plan(x, h, w)
-    y = plan.restore(attn(plan.merge(x), key_log_size=plan.key_log_size))
+def soft_restore(plan, x, y, beta):
+    """``y``, MaMe's restored output for ``x`` under ``plan``, with every merged token's output
+    replaced by a softmax(beta * cosine) mix of its tile's destinations' outputs."""
     p = plan.parts[0]
     picks = p.select.to(y.dtype).transpose(-1, -2)  # [G, d, T]
     y_tiles, unit = _tiles(plan, y), F.normalize(_tiles(plan, x), dim=-1)
@@ -84,9 +79,8 @@ def soft_restore(attn, x, h, w, beta):
     return plan.tiling.join([out.reshape(p.block.tiles, p.block.tile_tokens, -1)])
 
 
-def tile_oracle(x, y, h, w):
-    """Relative error of the best copy restore inside MaMe's tiles, knowing the true outputs."""
-    plan = _plan(x, h, w)
+def tile_oracle(plan, y):
+    """Relative error of the best copy restore inside ``plan``'s tiles, knowing the true outputs ``y``."""
     p = plan.parts[0]
     y_tiles = _tiles(plan, y).double()
     dest_out = p.select.double().transpose(-1, -2) @ y_tiles  # [1, G, d, C]
@@ -126,15 +120,15 @@ def measure(photos):
         for x, h, w in inputs:
             ref = attn(x)
             perplexity.append(attn.perplexity(x))
-            plan = _plan(x, h, w)
+            plan, merged = _plan(x, h, w), mame(attn, x, h, w, RATIO)
             found = {
                 "tome": rel_error(tome(attn, x, h, w, RATIO), ref),
-                "mame": rel_error(plan.restore(attn(plan.merge(x), key_log_size=plan.key_log_size)), ref),
-                "queries only": rel_error(queries_only(attn, x, h, w), ref),
-                "keys only": rel_error(keys_only(attn, x, h, w), ref),
-                "tile oracle": tile_oracle(x, ref, h, w),
+                "mame": rel_error(merged, ref),
+                "queries only": rel_error(queries_only(attn, plan, x), ref),
+                "keys only": rel_error(mame(attn, x, h, w, RATIO, "kv"), ref),
+                "tile oracle": tile_oracle(plan, ref),
                 "global oracle": global_oracle(ref, plan.merged_tokens),
-                **{f"soft restore b{b:g}": rel_error(soft_restore(attn, x, h, w, b), ref) for b in SOFT_BETAS},
+                **{f"soft restore b{b:g}": rel_error(soft_restore(plan, x, merged, b), ref) for b in SOFT_BETAS},
                 "query-light": rel_error(query_light(attn, x, h, w), ref),
             }
             for k, v in found.items():

@@ -20,5 +20,5 @@ def test_tile_oracle_is_zero_when_merged_tokens_share_a_destinations_output():
     x = _tokens(16 * 16)
     plan = _plan(x, 16, 16)
     y = plan.restore(_tokens(plan.merged_tokens, seed=2))  # every merged token copies its destination
-    assert tile_oracle(x, y, 16, 16) < 1e-12
-    assert tile_oracle(x, _tokens(16 * 16, seed=3), 16, 16) > 0.1
+    assert tile_oracle(plan, y) < 1e-12
+    assert tile_oracle(plan, _tokens(16 * 16, seed=3)) > 0.1
