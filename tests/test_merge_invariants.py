@@ -3,9 +3,9 @@ import pytest
 import torch
 from conftest import seeded
 
+from bench.gpu_suite.inputs import copies_of_destinations
 from mame_core import IdentityPlan, MergeSettings, merged_tokens_for, pattern_for, plan_merge, plan_seeded
-from mame_core.destinations import destination_mask
-from mame_core.merge import destinations_in, tiling_for
+from mame_core.merge import tiling_for
 from mame_core.size_bias import biased_attention_reference
 
 
@@ -23,26 +23,6 @@ def test_ratio_zero_returns_the_same_tensor():
 def test_grid_with_nothing_to_remove_is_identity():
     x = tokens(1, 16, 4)  # a 4x4 grid at ratio 0.03 removes round(0.48) = 0 tokens
     assert plan_merge(x, 4, 4, MergeSettings(ratio=0.03, tile=2)).merge(x) is x
-
-
-def copies_of_destinations(b, frames, h, w, c, settings, pattern, seed):
-    """Tokens where every non-destination token is an exact copy of a destination of its tile."""
-    gen = seeded(seed)
-    tiling = tiling_for(h, w, settings, frames)
-    parts = []
-    for block in tiling.blocks:
-        t = block.tile_tokens
-        d = destinations_in(block, settings.ratio)
-        is_dest = destination_mask(block.shape, block.tiles, block.first_tile, d, torch.tensor(pattern))
-        vecs = torch.randn(b, block.tiles, t, c, generator=gen)
-        dest_rows = [torch.nonzero(row).flatten() for row in is_dest]  # test-side bookkeeping only
-        pick = torch.randint(0, d, (block.tiles, t), generator=gen)
-        for g, rows in enumerate(dest_rows):
-            source = rows[pick[g]]
-            source[rows] = rows  # a destination is itself
-            vecs[:, g] = vecs[:, g, source]
-        parts.append(vecs.reshape(b * block.tiles, t, c))
-    return tiling.join(parts)
 
 
 @pytest.mark.parametrize("frames,h,w", [(1, 16, 16), (1, 13, 19), (1, 10, 24), (3, 9, 10)])
