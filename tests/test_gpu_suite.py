@@ -10,19 +10,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# budgets scaled up: a CPU shared with other jobs must not turn measurements into budget skips
+SUITE = ["bash", "bench/gpu_suite.sh", "--device", "cpu", "--quick", "--budget-scale", "20"]
 FILES = [f"gpu-{stage}.{ext}" for stage in ("correctness", "kernels", "models") for ext in ("json", "txt")]
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-suite")
-    env = {**os.environ, "PYTHON": sys.executable}
-    env.pop("OUT", None)
-    done = subprocess.run(["bash", "bench/gpu_suite.sh", str(out), "--device", "cpu", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_suite(out)
     return out, {name: json.loads((out / f"gpu-{name}.json").read_text())
                  for name in ("correctness", "kernels", "models")}
+
+
+def run_suite(out, *extra, env_out=None):
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    if env_out is not None:
+        env["OUT"] = str(env_out)
+    args = SUITE[:2] + ([str(out)] if out is not None else []) + SUITE[2:] + list(extra)
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 def records(data, **match):
@@ -77,3 +86,14 @@ def test_model_records_with_amdahl_bounds(dry_run):
         assert set(rows) == {"baseline", "mame-auto", "mame-forced", "tomesd", "pool"}, (case, rows.keys())
         assert all("amdahl_bound" in r for name, r in rows.items() if name != "baseline")
     assert records(models, mode="compiled", status="skipped")
+
+
+def test_out_variable_is_the_default_folder_and_a_spent_budget_skips(tmp_path):
+    """No OUTDIR argument: results go to $OUT. A zero budget records every kernel as skipped
+    (budget) instead of running it, and the stage still finishes."""
+    run_suite(None, "--stages", "kernels", "--budget-scale", "0", env_out=tmp_path)
+    kernels = json.loads((tmp_path / "gpu-kernels.json").read_text())
+    assert kernels["status"] == "done" and kernels["records"]
+    assert all(r["status"] == "skipped" for r in kernels["records"])
+    assert {r["reason"] for r in kernels["records"]} <= {"budget", "CUDA graphs need CUDA"}
+    assert (tmp_path / "gpu-suite.log").exists()

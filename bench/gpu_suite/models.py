@@ -112,7 +112,8 @@ def attention_alone(unet, finest, size, batch, dtype, device) -> tuple[float, fl
     return total[n], total[m], len(layers), n
 
 
-def run_unet(stage: Stage, model: str, size: int, do_compile: bool, dtype, device, rounds: int) -> None:
+def run_unet(stage: Stage, model: str, size: int, mode: str, dtype, device, rounds: int) -> None:
+    """The interleaved eager run of one UNet, or (``mode="compiled"``) its compiled run."""
     from mame_diffusers.adapter import _attention_blocks
 
     case = f"{model}-{size}"
@@ -126,6 +127,11 @@ def run_unet(stage: Stage, model: str, size: int, do_compile: bool, dtype, devic
         with torch.inference_mode():  # sample passed positionally: tomesd's hook reads args[0]
             return module(*positional, **extra).sample
 
+    bound_note = (f"attention timed alone: {layers} attn1 layers at level d{finest}, {tokens} tokens, "
+                  f"{full_ms:.2f} ms full / {merged_ms:.2f} ms merged")
+    if mode == "compiled":
+        compiled_unets(stage, case, unet, methods, forward, device, rounds, full_ms, merged_ms, bound_note)
+        return
     cases = {}
     for name, apply in methods.items():
         if isinstance(apply, str):
@@ -141,12 +147,8 @@ def run_unet(stage: Stage, model: str, size: int, do_compile: bool, dtype, devic
                     undo(unet)
         cases[name] = one
     times = time_interleaved(cases, rounds=rounds, warmup=1, device=device)
-    bound_note = (f"attention timed alone: {layers} attn1 layers at level d{finest}, {tokens} tokens, "
-                  f"{full_ms:.2f} ms full / {merged_ms:.2f} ms merged")
     report_rows(stage, case, "eager", times, {m: (full_ms - merged_ms) / 1000 for m in times if m != "baseline"},
                 bound_note)
-    if do_compile:
-        compiled_unets(stage, case, unet, methods, forward, device, rounds, full_ms, merged_ms, bound_note)
 
 
 def compiled_unets(stage, case, unet, methods, forward, device, rounds, full_ms, merged_ms, bound_note):
@@ -160,7 +162,7 @@ def compiled_unets(stage, case, unet, methods, forward, device, rounds, full_ms,
         if isinstance(apply, str):
             stage.skip(what, apply)
             continue
-        if not stage.budget.allows(90.0):
+        if not stage.budget.allows(60.0):
             stage.skip(what, "budget (a whole-UNet compile takes about a minute)")
             continue
         try:
@@ -196,7 +198,8 @@ def report_rows(stage, case, mode, times, saved_s: dict, bound_note: str) -> Non
 
 
 # -- DiT blocks ------------------------------------------------------------------------------
-def run_dit(stage: Stage, case: str, do_compile: bool, dtype, device, rounds: int) -> None:
+def run_dit(stage: Stage, case: str, mode: str, dtype, device, rounds: int) -> None:
+    """The interleaved eager run of one DiT block, or (``mode="compiled"``) its compiled run."""
     from bench import dit_blocks
 
     cfg = QUICK_DIT_CONFIG if case == "quick-dit" else dit_blocks.CASES[case]
@@ -220,19 +223,19 @@ def run_dit(stage: Stage, case: str, do_compile: bool, dtype, device, rounds: in
         with torch.inference_mode():
             return block(x, txt, rope, hook, context)
 
-    cases = {name: (lambda hk=hook: call(hk)) for name, hook in methods.items()}
-    times = time_interleaved(cases, rounds=rounds, warmup=1, device=device)
-    free = times.pop("free-merge")["median"]
-    saved = times["baseline"]["median"] - free
     note = (f"free-merge in place (batch 1: bench.dit_blocks' hooks are single-batch), "
             f"{text}+{frames * h * w} tokens -> {text}+{merged_tokens_for(h, w, MergeSettings(ratio=RATIO), frames)}")
-    report_rows(stage, case, "eager", times, {m: saved for m in times if m != "baseline"}, note)
-    if not do_compile:
+    if mode == "eager":
+        cases = {name: (lambda hk=hook: call(hk)) for name, hook in methods.items()}
+        times = time_interleaved(cases, rounds=rounds, warmup=1, device=device)
+        free = times.pop("free-merge")["median"]
+        saved = times["baseline"]["median"] - free
+        report_rows(stage, case, "eager", times, {m: saved for m in times if m != "baseline"}, note)
         return
     raise_recompile_limit()
     compiled_cases = {}
     for name in ("baseline", "mame-auto", "free-merge", "tomesd", "pool"):
-        if not stage.budget.allows(45.0):
+        if not stage.budget.allows(25.0):
             stage.skip({"case": case, "method": name, "mode": "compiled"}, "budget")
             continue
         try:
@@ -256,30 +259,29 @@ def _no_grad(fn):
 
 
 def run(stage: Stage, device: str, dtype, quick: bool) -> None:
+    """Every eager case first, then the compiled ones while the budget lasts, so that compiles
+    cannot crowd out the eager figures."""
     rounds = 2 if quick else 5
     stage.data["settings"].update(ratio=RATIO, dtype=str(dtype), rounds=rounds, batch_unet=2, batch_dit=1,
                                   variants=VARIANT_NOTE)
-    for model, size, do_compile in (QUICK_UNET if quick else UNET_CASES):
-        what = {"case": f"{model}-{size}", "method": "all", "mode": "eager"}
-        if not stage.budget.allows(20.0):
+    unets, dits = (QUICK_UNET, QUICK_DIT) if quick else (UNET_CASES, DIT_CASES)
+    jobs = [(run_unet, (model, size), "eager", 20.0) for model, size, _ in unets]
+    jobs += [(run_dit, (case,), "eager", 10.0) for case, _ in dits]
+    if is_cuda(device):
+        jobs += [(run_unet, (model, size), "compiled", 60.0) for model, size, c in unets if c]
+        jobs += [(run_dit, (case,), "compiled", 25.0) for case, c in dits if c]
+    else:
+        stage.skip({"case": "all", "method": "all", "mode": "compiled"}, "whole-model compiles run on CUDA only")
+    for runner, args, mode, needed in jobs:
+        what = {"case": "-".join(map(str, args)), "method": "all", "mode": mode}
+        if not stage.budget.allows(needed):
             stage.skip(what, "budget")
             continue
         try:
-            run_unet(stage, model, size, do_compile and is_cuda(device), dtype, device, rounds)
+            runner(stage, *args, mode, dtype, device, rounds)
         except Exception as exc:  # noqa: BLE001
             stage.fail(what, exc)
         if is_cuda(device):
             torch.cuda.empty_cache()
-    for case, do_compile in (QUICK_DIT if quick else DIT_CASES):
-        what = {"case": case, "method": "all", "mode": "eager"}
-        if not stage.budget.allows(10.0):
-            stage.skip(what, "budget")
-            continue
-        try:
-            run_dit(stage, case, do_compile and is_cuda(device), dtype, device, rounds)
-        except Exception as exc:  # noqa: BLE001
-            stage.fail(what, exc)
-    if not is_cuda(device):
-        stage.skip({"case": "all", "method": "all", "mode": "compiled"}, "whole-model compiles run on CUDA only")
     stage.skip({"case": "sdxl-1024", "method": "all", "mode": "compiled"},
                "a whole SDXL UNet compiles too slowly for the 8-minute suite")

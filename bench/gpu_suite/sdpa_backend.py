@@ -2,6 +2,8 @@
 math that accepts the inputs when it is the only one allowed (``sdpa_kernel([backend])``)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,8 @@ def backend_for(q, k, v, attn_mask=None) -> str:
         if backend is None:
             continue
         try:
-            with sdpa_kernel([backend]):
+            with sdpa_kernel([backend]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # each refusal warns why; the result names the one that ran
                 F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
             torch.cuda.synchronize()
             return name.lower()
