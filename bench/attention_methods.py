@@ -5,22 +5,43 @@ attention. The baselines are labelled by what they are:
 
 * ``tome``: ToMe for SD, using the ``tomesd`` package's own matcher (queries, keys and
   values merged, copied back).
+* ``tome-prop``: the same matcher with ToMe's proportional attention (the paper's, which
+  tomesd leaves out): a merged key that stands for ``n`` tokens gets ``+ log n`` on its
+  logits; ``n`` comes from merging a column of ones with tomesd's own ``mode="sum"``. The fair
+  reference for MaMe, which has the same bias.
 * ``tome-q``: the scheme of ComfyUI's built-in ToMe node: the same matcher, but only the
   queries are merged; keys and values stay full length.
 * ``todo``: ToDo-style key/value downsampling, this project's small re-implementation:
   average pooling of the key/value token grid (2x1 for ratio 0.5, 2x2 for 0.75).
 * ``mame-qkv`` / ``mame-kv``: this project, at its defaults, with proportional attention
   (the plan's ``key_log_size`` through :func:`mame_core.size_bias.add_size_channel`).
+  ``route="gpu"`` plans with the engine's GPU route (on CPU tensors too), where the engine
+  has one (:func:`gpu_route_available`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 import torch.nn.functional as F
 
-from mame_core import MergeSettings, plan_seeded
+from mame_core import MergeSettings, plan_merge, plan_seeded
 from mame_core.size_bias import add_size_channel
+
+
+def multihead(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, key_log_size=None) -> torch.Tensor:
+    """SDPA over ``heads`` heads folded into the channels (``[B, N, heads*d]``, keys may be
+    fewer than queries), with ``key_log_size`` ``[B, keys]`` added to each key's logits
+    (proportional attention, through the size channel) when given."""
+    b, n, _ = q.shape
+    back = None
+    if key_log_size is not None:
+        q, k, v, back = add_size_channel(q, k, v, key_log_size.to(q.dtype), heads)
+    width = q.shape[-1] // heads
+    split = lambda t: t.reshape(b, t.shape[1], heads, width).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(b, n, -1)
+    return out if back is None else back(out)
 
 
 class Attention(torch.nn.Module):
@@ -43,15 +64,7 @@ class Attention(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, key_log_size=None) -> torch.Tensor:
         kv = x if kv is None else kv
-        b, n, c = x.shape
-        q, k, v = self.proj[0](x), self.proj[1](kv), self.proj[2](kv)
-        back = None
-        if key_log_size is not None:
-            q, k, v, back = add_size_channel(q, k, v, key_log_size.to(q.dtype), self.heads)
-        width = q.shape[-1] // self.heads
-        split = lambda t: t.reshape(b, t.shape[1], self.heads, width).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(b, n, -1)
-        return self.proj[3](out if back is None else back(out))
+        return self.proj[3](multihead(self.proj[0](x), self.proj[1](kv), self.proj[2](kv), self.heads, key_log_size))
 
     def keys(self, x: torch.Tensor) -> torch.Tensor:
         """The keys averaged over heads, ``[B, N, C/heads]`` (ToMe's similarity metric)."""
@@ -73,11 +86,27 @@ class Attention(torch.nn.Module):
         return total / (b * self.heads * n)
 
 
-def mame(attn, x, h, w, ratio, mode="qkv", seed=0, size_bias=True, metric="input", **settings):
+def gpu_route_available() -> bool:
+    """Whether this engine has a route to choose (``plan_merge(..., route=...)``)."""
+    return "route" in inspect.signature(plan_merge).parameters
+
+
+def bench_plan(x, h, w, settings: MergeSettings, seed=0, route=None):
+    """The plan every benchmark builds: seeded by ``seed`` and the key ``"bench"``; ``route``
+    (``cpu`` or ``gpu``) only where the engine has routes, else it must be None."""
+    if route is None:
+        return plan_seeded(x, h, w, settings, seed, "bench")
+    if not gpu_route_available():
+        raise RuntimeError("this engine has no route parameter")
+    return plan_seeded(x, h, w, settings, seed, "bench", route=route)
+
+
+def mame(attn, x, h, w, ratio, mode="qkv", seed=0, size_bias=True, metric="input", route=None, **settings):
     """MaMe around ``attn``. metric: ``input`` (the block input, what the hosts pass) or
-    ``keys`` (keys averaged over heads, what ToMe uses); size_bias: proportional attention."""
+    ``keys`` (keys averaged over heads, what ToMe uses); size_bias: proportional attention;
+    route: the engine route (None: the engine's choice for the device)."""
     plan_on = x if metric == "input" else attn.keys(x)
-    plan = plan_seeded(plan_on, h, w, MergeSettings(ratio=ratio, mode=mode, **settings), seed, "bench")
+    plan = bench_plan(plan_on, h, w, MergeSettings(ratio=ratio, mode=mode, **settings), seed, route)
     bias = plan.key_log_size if size_bias else None
     if mode == "qkv":
         return plan.restore(attn(plan.merge(x), key_log_size=bias))
@@ -96,6 +125,18 @@ def tome(attn, x, h, w, ratio, seed=0):
     return unmerge(attn(merge(x)))
 
 
+def tome_log_size(merge, x):
+    """``[B, M]`` log of how many tokens each of tomesd's merged tokens stands for: a column of
+    ones merged with tomesd's own ``mode="sum"``."""
+    return merge(x.new_ones(*x.shape[:2], 1), mode="sum").squeeze(-1).log()
+
+
+def tome_prop(attn, x, h, w, ratio, seed=0):
+    """tomesd's matcher with proportional attention (ToMe's paper)."""
+    merge, unmerge = _tome_functions(x, h, w, ratio, seed)
+    return unmerge(attn(merge(x), key_log_size=tome_log_size(merge, x)))
+
+
 def tome_queries(attn, x, h, w, ratio, seed=0):
     merge, unmerge = _tome_functions(x, h, w, ratio, seed)
     return unmerge(attn(merge(x), x))
@@ -104,14 +145,19 @@ def tome_queries(attn, x, h, w, ratio, seed=0):
 TODO_POOL = {0.5: (1, 2), 0.75: (2, 2)}
 
 
-def todo(attn, x, h, w, ratio):
+def pool_tokens(x, h, w, ratio):
+    """``x`` ``[B, h*w, C]`` average-pooled on its grid as ToDo pools keys and values (2x1 for
+    ratio 0.5, 2x2 for 0.75)."""
     if ratio not in TODO_POOL:
         raise ValueError(f"ToDo pooling supports ratios {sorted(TODO_POOL)}, got {ratio}")
     fy, fx = TODO_POOL[ratio]
     b, n, c = x.shape
     grid = x.transpose(1, 2).reshape(b, c, h, w)
-    pooled = F.avg_pool2d(grid, (fy, fx), ceil_mode=True).flatten(2).transpose(1, 2)
-    return attn(x, pooled)
+    return F.avg_pool2d(grid, (fy, fx), ceil_mode=True).flatten(2).transpose(1, 2)
+
+
+def todo(attn, x, h, w, ratio):
+    return attn(x, pool_tokens(x, h, w, ratio))
 
 
 def methods(ratio: float) -> dict:
@@ -120,8 +166,11 @@ def methods(ratio: float) -> dict:
         "mame-qkv": lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv"),
         "mame-kv": lambda a, x, h, w: mame(a, x, h, w, ratio, "kv"),
         "tome": lambda a, x, h, w: tome(a, x, h, w, ratio),
+        "tome-prop": lambda a, x, h, w: tome_prop(a, x, h, w, ratio),
         "tome-q": lambda a, x, h, w: tome_queries(a, x, h, w, ratio),
     }
     if ratio in TODO_POOL:
         out["todo"] = lambda a, x, h, w: todo(a, x, h, w, ratio)
+    if gpu_route_available():
+        out["mame-qkv (gpu route)"] = lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv", route="gpu")
     return out

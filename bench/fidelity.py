@@ -7,12 +7,19 @@ entropy of an attention row: how many tokens a query effectively attends to). Th
 the relative L2 error of the layer output against full attention, averaged over photos.
 
 Methods (bench/attention_methods.py): MaMe at its shipped defaults (with proportional
-attention), tomesd's own matcher (``tome``), ComfyUI's queries-only scheme (``tome-q``) and
-this project's 2x1 key/value pooling in the style of ToDo (``todo``).
+attention), on the engine's default route for the device and, where the engine has one, on
+its GPU route (``mame-qkv (gpu route)``, run on these CPU tensors; "n/a" where the engine has
+no route parameter); tomesd's own matcher as tomesd ships it (``tome``) and with ToMe's
+proportional attention (``tome-prop``, the paper's; the fair reference for MaMe, which has the
+same size bias), ComfyUI's queries-only scheme (``tome-q``) and this project's 2x1 key/value
+pooling in the style of ToDo (``todo``). What the matching gives is read from MaMe without
+size bias against ``tome`` (neither has the bias) and from MaMe against ``tome-prop`` (both
+have it).
 
 Tables, one run each:
 1. ratio 0.5, equal token count: 64x64 diffuse, 64x64 sharp, 128x128, a non-divisible 52x76;
-2. sharpness sweep at 64x64 down to a row perplexity of about 1 (the position set-up);
+2. sharpness sweep at 64x64 down to a row perplexity of about 1 (the position set-up), against
+   both references;
 3. equal layer speed: the MaMe ratio whose layer time (merge cost included) equals tomesd's
    at ratio 0.5, and MaMe's error there; and the equal-fidelity ratio: the MaMe ratio whose
    error equals tomesd's at ratio 0.5, with MaMe's layer speed-up there;
@@ -24,17 +31,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from bench.attention_methods import Attention, mame, todo, tome, tome_queries
+from bench.attention_methods import Attention, gpu_route_available, mame, todo, tome, tome_prop, tome_queries
 from bench.photos import PHOTOS, photo_tokens, photo_tokens_hw, with_position
 from bench.timing import time_interleaved
 
 TODO = "todo (this project's 2x1 pooling)"
+GPU = "mame-qkv (gpu route)"
 # (set-up, query scale): "independent" q/k projections (the earlier benchmark's set-up),
 # "self-similarity" heads (the key projection is the query projection) and "position": the
 # independent heads on tokens with 2-D sine-cosine positions added (bench.photos.with_position).
@@ -51,6 +60,7 @@ VARIANTS = {
     "no size bias": {"size_bias": False},
     "4x4 matching tiles": {"tile": 4},
     "16x16 matching tiles": {"tile": 16},
+    "64x64 matching tile (the whole grid)": {"tile": 64},
     "similarity on keys (mean over heads)": {"metric": "keys"},
     "tau 0.5 (hard)": {"threshold": 0.5},
     "tau 0.9 (hard)": {"threshold": 0.9},
@@ -63,13 +73,17 @@ def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def methods(ratio: float) -> dict:
-    return {
+    out = {
         "mame-qkv": lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv"),
         "mame-kv": lambda a, x, h, w: mame(a, x, h, w, ratio, "kv"),
         "tome": lambda a, x, h, w: tome(a, x, h, w, ratio),
+        "tome-prop": lambda a, x, h, w: tome_prop(a, x, h, w, ratio),
         "tome-q": lambda a, x, h, w: tome_queries(a, x, h, w, ratio),
         TODO: lambda a, x, h, w: todo(a, x, h, w, ratio),
     }
+    if gpu_route_available():
+        out[GPU] = lambda a, x, h, w: mame(a, x, h, w, ratio, "qkv", route="gpu")
+    return out
 
 
 def sweep_inputs(square, setup):
@@ -81,13 +95,25 @@ def attention(scale: float, setup: str = "independent") -> Attention:
                      shared_qk=setup == "self-similarity").eval()  # "position": independent heads
 
 
-def mean_errors(inputs, attn, fns) -> dict[str, float]:
+def photo_errors(inputs, attn, fns) -> dict[str, list[float]]:
+    """name -> the error on each input, in order."""
     out: dict[str, list[float]] = {name: [] for name in fns}
     for x, h, w in inputs:
         ref = attn(x)
         for name, fn in fns.items():
             out[name].append(rel_error(fn(attn, x, h, w), ref))
-    return {name: statistics.fmean(v) for name, v in out.items()}
+    return out
+
+
+def mean_errors(inputs, attn, fns) -> dict[str, float]:
+    return {name: statistics.fmean(v) for name, v in photo_errors(inputs, attn, fns).items()}
+
+
+def errors_with_photos(inputs, attn, fns) -> dict:
+    """The mean errors, and each photo's under ``"per photo"`` (one photo can dominate a mean:
+    tomesd's matcher sends most of a flat region into one destination)."""
+    each = photo_errors(inputs, attn, fns)
+    return {**{name: statistics.fmean(v) for name, v in each.items()}, "per photo": each}
 
 
 def perplexity(inputs, attn) -> float:
@@ -128,7 +154,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     photos = PHOTOS[:2] if args.quick else PHOTOS[:3]
     started = time.time()
-    result = {"photos": list(photos), "machine": f"{torch.get_num_threads()} CPU threads", "torch": torch.__version__}
+    result = {"photos": list(photos), "machine": f"{torch.get_num_threads()} CPU threads", "torch": torch.__version__,
+              "dtype": "float32", "gpu route": gpu_route_available(), "load average at start": os.getloadavg()[0]}
     square = [(photo_tokens(n, 64), 64, 64) for n in photos]
     with torch.inference_mode():
         cases = {
@@ -141,10 +168,10 @@ def main(argv=None):
         result["equal_tokens"] = {}
         for name, (inputs, scale) in cases.items():
             attn = attention(scale)
-            row = mean_errors(inputs, attn, methods(0.5))
+            row = errors_with_photos(inputs, attn, methods(0.5))
             row["perplexity"] = perplexity(inputs, attn)
             result["equal_tokens"][name] = row
-            print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
+            print(name, {k: round(v, 4) for k, v in row.items() if k != "per photo"}, flush=True)
 
         sweep = []
         for setup, scale in SHARPNESS:
@@ -153,13 +180,13 @@ def main(argv=None):
             fns.pop("tome-q")
             inputs = sweep_inputs(square, setup)
             row = {"setup": setup, "query_scale": scale, "perplexity": perplexity(inputs, attn),
-                   **mean_errors(inputs, attn, fns)}
+                   **errors_with_photos(inputs, attn, fns)}
             row["mame by ratio"] = {
                 r: mean_errors(inputs, attn, {"m": lambda a, x, h, w, r=r: mame(a, x, h, w, r)})["m"] for r in SPEED_RATIOS
             }
             sweep.append(row)
-            print(f"{setup} scale {scale}: perplexity {row['perplexity']:.0f} mame {row['mame-qkv']:.4f} tome {row['tome']:.4f}",
-                  flush=True)
+            print(f"{setup} scale {scale}: perplexity {row['perplexity']:.0f} mame {row['mame-qkv']:.4f} "
+                  f"tome {row['tome']:.4f} tome-prop {row['tome-prop']:.4f}", flush=True)
         result["sharpness"] = sweep
 
         speed_x = photo_tokens(photos[0], 64).expand(2, -1, -1).contiguous()  # batch 2, as with CFG
@@ -180,11 +207,13 @@ def main(argv=None):
             attn = attention(scale, setup)
             fns = {name: (lambda a, x, h, w, kw=kw: mame(a, x, h, w, 0.5, **kw)) for name, kw in VARIANTS.items()}
             fns["tome"] = lambda a, x, h, w: tome(a, x, h, w, 0.5)
+            fns["tome-prop"] = lambda a, x, h, w: tome_prop(a, x, h, w, 0.5)
             inputs = sweep_inputs(square[:2], setup)
             variants.append({"setup": setup, "query_scale": scale, "perplexity": perplexity(inputs, attn),
                              **mean_errors(inputs, attn, fns)})
         result["variants"] = variants
     result["seconds"] = round(time.time() - started, 1)
+    result["load average at end"] = os.getloadavg()[0]  # the timings of table 3 are only as quiet as the machine
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print_report(result)
@@ -196,7 +225,8 @@ def main(argv=None):
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             print(f"python -m bench.fidelity --out {args.out} --text {args.text}  ({result['seconds']} s, "
-                  f"{result['machine']}, torch {result['torch']}, photos {', '.join(result['photos'])})")
+                  f"{result['machine']}, torch {result['torch']}, {result['dtype']}, photos {', '.join(result['photos'])}, "
+                  f"load average {result['load average at start']:.1f} at start, {result['load average at end']:.1f} at end)")
             print_report(result)
         Path(args.text).write_text(buffer.getvalue())
 
@@ -205,40 +235,70 @@ def _f(v, fmt=".4f"):
     return "-" if v is None else format(v, fmt)
 
 
-def print_report(result):
-    print(f"\n## 1. Ratio 0.5, equal token count (mean of {len(result['photos'])} photos; 128x128: 2)")
-    names = [k for k in next(iter(result["equal_tokens"].values())) if k != "perplexity"]
-    print("| grid | perplexity | " + " | ".join(names) + " | mame-qkv / tome |")
-    print("| --- | --- |" + " --- |" * (len(names) + 1))
-    for grid, row in result["equal_tokens"].items():
-        cells = " | ".join(_f(row[n]) for n in names)
-        print(f"| {grid} | {row['perplexity']:.0f} | {cells} | {row['mame-qkv'] / row['tome']:.2f}x |")
+def _x(row, name, ref):
+    """``row[name] / row[ref]`` as "0.00x", or "n/a" where the column was not measured."""
+    return "n/a" if row.get(name) is None else f"{row[name] / row[ref]:.2f}x"
 
-    print("\n## 2. Sharpness sweep, 64x64, ratio 0.5 (equal token count) and equal layer speed")
+
+def _err(row, name):
+    return "n/a" if row.get(name) is None else f"{row[name]:.4f}"
+
+
+EQUAL_TOKEN_COLUMNS = ("mame-qkv", GPU, "mame-kv", "tome", "tome-prop", "tome-q", TODO)
+SWEEP_COLUMNS = ("mame-qkv", GPU, "mame-qkv no size bias", "mame-kv", "tome", "tome-prop", TODO)
+SWEEP_RATIOS = (("mame-qkv no size bias", "tome", "mame no size bias/tome"), ("mame-qkv", "tome", "mame/tome"),
+                ("mame-qkv", "tome-prop", "mame/tome-prop"), (GPU, "tome-prop", "gpu route/tome-prop"))
+
+
+def print_report(result):
+    gpu_note = "" if result.get("gpu route", True) else " (n/a: this engine's plan_merge has no route parameter)"
+    print(f"\n## 1. Ratio 0.5, equal token count (mean of {len(result['photos'])} photos; 128x128: 2){gpu_note}")
+    print("| grid | perplexity | " + " | ".join(EQUAL_TOKEN_COLUMNS) + " | mame-qkv / tome | mame-qkv / tome-prop "
+          "| gpu route / tome-prop |")
+    print("| --- | --- |" + " --- |" * (len(EQUAL_TOKEN_COLUMNS) + 3))
+    for grid, row in result["equal_tokens"].items():
+        cells = " | ".join(_err(row, n) for n in EQUAL_TOKEN_COLUMNS)
+        print(f"| {grid} | {row['perplexity']:.0f} | {cells} | {_x(row, 'mame-qkv', 'tome')} "
+              f"| {_x(row, 'mame-qkv', 'tome-prop')} | {_x(row, GPU, 'tome-prop')} |")
+    print("\nper photo (" + ", ".join(result["photos"]) + "), mame-qkv / tome-prop: " + "; ".join(
+        f"{grid.split(' (')[0]} " + " ".join(f"{m / t:.2f}x" for m, t in zip(row["per photo"]["mame-qkv"],
+                                                                              row["per photo"]["tome-prop"], strict=True))
+        for grid, row in result["equal_tokens"].items() if "per photo" in row))
+
+    print(f"\n## 2. Sharpness sweep, 64x64, ratio 0.5, equal token count{gpu_note}")
+    print("matching alone: mame no size bias/tome (neither has the size bias) and mame/tome-prop (both have it); "
+          "the size bias alone: tome/tome-prop")
+    print("| set-up | query scale | perplexity | " + " | ".join(c.replace("mame-qkv no size bias", "mame no size bias")
+                                                           for c in SWEEP_COLUMNS)
+          + " | " + " | ".join(label for _, _, label in SWEEP_RATIOS) + " | tome/tome-prop |")
+    print("|" + " --- |" * (3 + len(SWEEP_COLUMNS) + len(SWEEP_RATIOS) + 1))
+    for row in result["sharpness"]:
+        cells = " | ".join(_err(row, n) for n in SWEEP_COLUMNS)
+        ratios = " | ".join(_x(row, a, b) for a, b, _ in SWEEP_RATIOS)
+        print(f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {cells} | {ratios} "
+              f"| {_x(row, 'tome', 'tome-prop')} |")
+
     r = result["equal_speed_ratio"]
+    print("\n## 3. Equal layer speed and equal fidelity (64x64, against tomesd as it ships, ratio 0.5)")
     print(f"equal layer speed: MaMe at ratio {_f(r, '.3f')} runs the layer as fast as tomesd at 0.5 (merge cost included)")
-    print("| set-up | query scale | perplexity | mame-qkv | mame no size bias | mame-kv | tome | todo (2x1 pooling) "
-          "| mame/tome | mame at equal speed | /tome | equal-fidelity ratio | mame speed-up there |")
-    print("|" + " --- |" * 13)
+    print("| set-up | query scale | perplexity | mame at equal speed | /tome | equal-fidelity ratio | mame speed-up there |")
+    print("|" + " --- |" * 7)
     for row in result["sharpness"]:
         eq = row["mame at equal speed"]
-        print(
-            f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {row['mame-qkv']:.4f} "
-            f"| {row['mame-qkv no size bias']:.4f} "
-            f"| {row['mame-kv']:.4f} | {row['tome']:.4f} | {row[TODO]:.4f} "
-            f"| {row['mame-qkv'] / row['tome']:.2f}x | {_f(eq)} | {_f(None if eq is None else eq / row['tome'], '.2f')}x "
-            f"| {_f(row['equal fidelity ratio'], '.3f')} | {_f(row['mame speed-up at equal fidelity'], '.2f')}x |"
-        )
+        print(f"| {row['setup']} | {row['query_scale']:g} | {row['perplexity']:.0f} | {_f(eq)} "
+              f"| {_f(None if eq is None else eq / row['tome'], '.2f')}x | {_f(row['equal fidelity ratio'], '.3f')} "
+              f"| {_f(row['mame speed-up at equal fidelity'], '.2f')}x |")
     print("\nlayer speed-up at 64x64, batch 2, query scale 4 (merge cost included):")
     print(", ".join(f"{k} {v:.2f}x" for k, v in result["layer_speedup_64"].items()))
 
-    print("\n## 4. Variants at ratio 0.5 (64x64, 2 photos)")
+    print("\n## 4. Variants at ratio 0.5 (64x64, 2 photos; error, then / tome, / tome-prop)")
     names = [k for k in result["variants"][0] if k not in ("setup", "query_scale", "perplexity")]
     print("| variant | " + " | ".join(f"{v['setup']} x{v['query_scale']:g} (ppl {v['perplexity']:.0f})"
                                      for v in result["variants"]) + " |")
     print("| --- |" + " --- |" * len(result["variants"]))
     for n in names:
-        print(f"| {n} | " + " | ".join(f"{v[n]:.4f} ({v[n] / v['tome']:.2f}x)" for v in result["variants"]) + " |")
+        print(f"| {n} | " + " | ".join(f"{v[n]:.4f} ({_x(v, n, 'tome')}, {_x(v, n, 'tome-prop')})"
+                                     for v in result["variants"]) + " |")
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ def photo_tokens(name: str, grid: int, channels: int = 320, patch: int = 8, seed
     return torch.nn.functional.layer_norm(tokens, tokens.shape[-1:]).unsqueeze(0)
 
 
-def photo_tokens_hw(name: str, h: int, w: int, channels: int = 320, patch: int = 8, seed: int = 0) -> torch.Tensor:
-    """``[1, h*w, channels]`` tokens of a non-square grid (the photo cropped to the aspect, then
-    resized), made as :func:`photo_tokens` makes them."""
+def load_photo_cropped(name: str, height: int, width: int) -> np.ndarray:
+    """``height x width x 3`` float image in [0, 1]: the photo's centre cropped to the aspect
+    ``height:width``, then resized (so nothing is stretched)."""
     import skimage.data
     from skimage.transform import resize
 
@@ -61,13 +61,19 @@ def photo_tokens_hw(name: str, h: int, w: int, channels: int = 320, patch: int =
         image = np.stack([image] * 3, axis=-1)
     image = image[..., :3]
     rows, cols = image.shape[:2]
-    if rows * w > cols * h:  # too tall: crop rows
-        keep = cols * h // w
+    if rows * width > cols * height:  # too tall: crop rows
+        keep = cols * height // width
         image = image[(rows - keep) // 2 : (rows - keep) // 2 + keep]
     else:
-        keep = rows * w // h
+        keep = rows * width // height
         image = image[:, (cols - keep) // 2 : (cols - keep) // 2 + keep]
-    image = torch.from_numpy(resize(image, (h * patch, w * patch), anti_aliasing=True).astype(np.float32))
+    return resize(image, (height, width), anti_aliasing=True).astype(np.float32)
+
+
+def photo_tokens_hw(name: str, h: int, w: int, channels: int = 320, patch: int = 8, seed: int = 0) -> torch.Tensor:
+    """``[1, h*w, channels]`` tokens of a non-square grid (the photo cropped to the aspect, then
+    resized), made as :func:`photo_tokens` makes them."""
+    image = torch.from_numpy(load_photo_cropped(name, h * patch, w * patch))
     patches = image.reshape(h, patch, w, patch, 3).permute(0, 2, 1, 3, 4).reshape(h * w, patch * patch * 3)
     gen = torch.Generator().manual_seed(seed)
     projection = torch.randn(patch * patch * 3, channels, generator=gen) / np.sqrt(patch * patch * 3)

@@ -9,6 +9,7 @@ mkdir -p bench/results
 $py -m bench.fidelity --out bench/results/fidelity.json --text bench/results/fidelity.txt
 $py -m bench.fidelity_before_after > bench/results/fidelity-before-after.txt
 $py -m bench.fidelity_bounds --text bench/results/fidelity-bounds.txt
+$py -m bench.real_attention --out bench/results/real-attention.json --text bench/results/real-attention.txt
 $py -m bench.kernel_costs > bench/results/kernel_costs.txt
 { $py -m bench.micro_merge --rounds 9; echo; $py -m bench.micro_merge --tokens 16384 --rounds 3; } \
   | tee bench/results/micro_merge.txt

