@@ -8,6 +8,7 @@ Typical use inside a transformer block, with ``x`` the normed ``[B, N, C]`` toke
     q, k, v, back = add_size_channel(q, k, v, plan.key_log_size, heads)  # proportional attention
     y = plan.restore(out_proj(back(attention(q, k, v))))                   # mode "qkv"
 """
+from .dense_merge import DensePlan
 from .destinations import pattern_for
 from .grid import infer_grid, level_sizes
 from .merge import (
@@ -16,9 +17,10 @@ from .merge import (
     merged_tokens_for,
     plan_merge,
     plan_seeded,
-    shift_for,
 )
 from .merge_map import MergeMap, describe_merges, draw_merge_map
+from .payoff import FORCE_ENV, pays
+from .routes import ROUTE_ENV, ROUTES, engine_route
 from .schedule import (
     LEVEL_CHOICES,
     LEVELS,
@@ -31,11 +33,21 @@ from .schedule import (
     parse_rules,
 )
 from .settings import GATES, MODES, MaMeConfigError, MergeSettings
-from .size_bias import add_size_channel
+from .size_bias import add_size_channel, key_bias_mask
 from .workspace import release_scratch
 
 __all__ = [
+    "BlockAddress",
+    "BlockStep",
+    "DEFAULTS",
     "add_size_channel",
+    "DensePlan",
+    "FORCE_ENV",
+    "pays",
+    "ROUTES",
+    "ROUTE_ENV",
+    "engine_route",
+    "key_bias_mask",
     "GATES",
     "LEVELS",
     "LEVEL_CHOICES",
@@ -61,5 +73,7 @@ __all__ = [
     "plan_merge",
     "plan_seeded",
     "release_scratch",
-    "shift_for",
 ]
+
+# last: block_step imports the names above from this package
+from .block_step import DEFAULTS, BlockAddress, BlockStep  # noqa: E402

@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields
 import torch
 
 from . import IdentityPlan, MergeSettings, infer_grid, level_sizes, pattern_for, plan_merge
+from .payoff import pays, why_not
+from .routes import engine_route
 from .schedule import STAGES, Schedule
 from .settings import MaMeConfigError
 
@@ -85,13 +87,15 @@ class BlockRecord:
 class BlockStep:
     """The block step of one patched model (see the module docstring)."""
 
-    def __init__(self, settings: MergeSettings, schedule: Schedule, seed: int):
+    def __init__(self, settings: MergeSettings, schedule: Schedule, seed: int, force: bool | None = None):
         self.settings = settings
+        self.force = force  # None: $MAME_FORCE_MERGE; True merges blocks too small to pay on the device
         self.schedule = schedule
         self.seed = int(seed)
         self.active = True
         self.progress = 0.0
         self.pattern = torch.zeros((), dtype=torch.int64)
+        self.pattern_value = 0
         self.records: dict[str, BlockRecord] = {}
         self.calls = 0
         # Settings per ratio built here, not in plan(): a frozen dataclass is not built
@@ -109,7 +113,8 @@ class BlockStep:
         self.active = self.schedule.active_at(progress)
         if device is not None and self.pattern.device != torch.device(device):
             self.pattern = torch.zeros((), dtype=torch.int64, device=device)
-        self.pattern.fill_(pattern_for(self.seed, "step", f"{progress:.9g}") % _PATTERN_RANGE)
+        self.pattern_value = pattern_for(self.seed, "step", f"{progress:.9g}") % _PATTERN_RANGE
+        self.pattern.fill_(self.pattern_value)
         self.records = {}
         self.calls += 1
 
@@ -158,9 +163,16 @@ class BlockStep:
         frames, h, w = (1, *grid) if len(grid) == 2 else grid
         if frames * h * w != tokens:
             raise MaMeConfigError(f"grid {tuple(grid)} does not hold the {tokens} tokens of {address.block}")
+        if not pays(tokens, x.device, self.force):
+            self.warn_once(("pays", address.block, tokens), f"MaMe: {address.block} left at full length: "
+                                                            f"{why_not(tokens, x.device)}")
+            return IdentityPlan(tokens)
         settings = self._settings.get(ratio) or self.settings.with_ratio(ratio)
-        pattern = self.pattern if self.pattern.device == x.device else self.pattern.to(x.device)
-        plan = plan_merge(x, h, w, settings, pattern=pattern + address.offset, frames=frames)
+        if engine_route(x.device) == "gpu" and not torch.compiler.is_compiling():
+            pattern = self.pattern_value + address.offset  # host tables: no per-call hashing on the device
+        else:  # a tensor: compiled graphs see it as an input, one graph for every step
+            pattern = (self.pattern if self.pattern.device == x.device else self.pattern.to(x.device)) + address.offset
+        plan = plan_merge(x, h, w, settings, pattern=pattern, frames=frames)
         if not plan.is_identity and not torch.compiler.is_compiling():
             seen = self.records.get(address.block)
             layers = (seen.layers if seen is not None else frozenset()) | {address.layer}

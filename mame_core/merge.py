@@ -30,7 +30,9 @@ import math
 import torch
 
 from .compaction import Compaction, in_place_allowed
+from .dense_merge import DensePlan, plan_dense
 from .destinations import cell_count, destination_mask, one_hot_slots, pattern_for
+from .routes import engine_route
 from .selection import top_count_mask
 from .settings import MaMeConfigError, MergeSettings
 from .tiling import Block, Tiling
@@ -230,7 +232,8 @@ def plan_merge(
     settings: MergeSettings,
     pattern: int | torch.Tensor = 0,
     frames: int = 1,
-) -> MergePlan | IdentityPlan:
+    route: str | None = None,
+) -> MergePlan | DensePlan | IdentityPlan:
     """Build the MaMe/MaRe operators for ``x`` (``[B, frames*h*w, C]``, (frame, row, column)
     raster order). ``pattern`` (an int or a 0-dim integer tensor, any value) picks the
     destinations; a tensor keeps planning free of host syncs and of recompilation."""
@@ -239,8 +242,9 @@ def plan_merge(
     removed = removed_for(tiling, settings.ratio) if settings.ratio > 0.0 else 0
     if removed == 0:
         return IdentityPlan(x.shape[1])
-    if isinstance(pattern, tuple):  # older callers passed a (dy, dx) shift
-        pattern = pattern[0] * 65536 + pattern[1]
+    if engine_route(x.device, route) == "gpu":
+        return plan_dense(x, frames, h, w, settings, pattern.to(x.device) if isinstance(pattern, torch.Tensor)
+                          else int(pattern), removed)
     if not isinstance(pattern, torch.Tensor):
         pattern = torch.tensor(int(pattern) % (2**62), device=x.device)
     pattern = pattern.to(x.device)
@@ -273,12 +277,8 @@ def plan_merge(
 
 
 def plan_seeded(
-    x: torch.Tensor, h: int, w: int, settings: MergeSettings, seed: int, *keys: object, frames: int = 1
-) -> MergePlan | IdentityPlan:
+    x: torch.Tensor, h: int, w: int, settings: MergeSettings, seed: int, *keys: object, frames: int = 1,
+    route: str | None = None,
+) -> MergePlan | DensePlan | IdentityPlan:
     """:func:`plan_merge` with the pattern hashed on the host from ``seed`` and ``keys``."""
-    return plan_merge(x, h, w, settings, pattern_for(seed, *keys), frames)
-
-
-def shift_for(h: int, w: int, settings: MergeSettings, seed: int, *keys: object) -> int:
-    """The pattern :func:`plan_seeded` uses for this seed and keys (kept for older callers)."""
-    return pattern_for(seed, *keys)
+    return plan_merge(x, h, w, settings, pattern_for(seed, *keys), frames, route)

@@ -62,15 +62,12 @@ class MergeSettings:
     tile_frames:  frames per tile on a video grid (frames > 1); ignored for images.
     gate:         ``hard`` step or ``sigmoid`` (differentiable) for the τ test.
     gate_width:   the sigmoid's width in similarity units (ignored by the hard gate).
-    temperature:  unused since Engine 2 (the assignment is a hard one-hot); accepted so that
-                  older callers keep working, and validated.
     """
 
     ratio: float = 0.5
     threshold: float = -1.0
     mode: str = "qkv"
     tile: tuple[int, int] = (8, 8)
-    temperature: float = 0.005
     gate: str = "hard"
     gate_width: float = 0.02
     tile_frames: int = 2
@@ -89,7 +86,6 @@ class MergeSettings:
         ):
             raise MaMeConfigError(f"tile must be an int or (height, width) of ints in [1, 64], got {self.tile!r}")
         object.__setattr__(self, "tile", (int(tile[0]), int(tile[1])))
-        _check_range("temperature", self.temperature, 0.0, 10.0, open_low=True)
         _check_choice("gate", self.gate, GATES)
         _check_range("gate_width", self.gate_width, 0.0, 1.0, open_low=True)
         tf = self.tile_frames

@@ -84,23 +84,23 @@ def mame_state(pipe_or_unet) -> MaMeState | None:
 
 def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float = DEFAULTS["threshold"],
                mode: str = DEFAULTS["mode"], tile: int = DEFAULTS["tile_size"], levels=_UNSET, schedule=None,
-               start_percent=_UNSET, end_percent=_UNSET, seed: int = DEFAULTS["seed"], temperature: float | None = None,
-               gate: str | None = None):
+               start_percent=_UNSET, end_percent=_UNSET, seed: int = DEFAULTS["seed"], gate: str | None = None,
+               force: bool | None = None):
     """Patch a pipeline (or its UNet) with MaMe; calling it again re-configures.
 
     ``schedule`` is schedule text (``"d1 = 0.6, output_9-11 = 0.7"``) or a
     :class:`mame_core.Schedule`; a Schedule carries its own levels and window, so passing
     ``levels``, ``start_percent`` or ``end_percent`` beside one is an error. The window is
     progress through the diffusion timesteps, ``1 - t / num_train_timesteps``, the same
-    measure as ComfyUI's start/end percent. Returns its argument. A model without UNet
+    measure as ComfyUI's start/end percent. ``force``: merge blocks too small to save time on
+    the device too (default: ``$MAME_FORCE_MERGE``; see mame_core.payoff). Returns its argument. A model without UNet
     attention blocks is returned unchanged with a warning.
 
     ``torch.compile(unet)`` after this compiles the UNet with MaMe in one graph per window
     state: the UNet pre-hook that reads the timestep runs outside the compiled region."""
     unet = _unet(pipe_or_unet)
     remove_mame(unet)
-    extra = {k: v for k, v in (("temperature", temperature), ("gate", gate)) if v is not None}
-    settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=tile, **extra)
+    settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=tile, **({"gate": gate} if gate else {}))
     if isinstance(schedule, Schedule):
         mixed = [name for name, value in (("levels", levels), ("start_percent", start_percent),
                                           ("end_percent", end_percent)) if value is not _UNSET]
@@ -123,7 +123,7 @@ def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float 
     steps = getattr(getattr(unet, "config", None), "num_train_timesteps", None)
     scheduler = getattr(pipe_or_unet, "scheduler", None)
     steps = steps or getattr(getattr(scheduler, "config", None), "num_train_timesteps", None) or 1000
-    state = MaMeState(BlockStep(settings, plan, int(seed)), int(steps), blocks)
+    state = MaMeState(BlockStep(settings, plan, int(seed), force), int(steps), blocks)
     state.pending = {_slot(BlockAddress(r.stage, r.index, r.layer, r.level)): None for r in blocks}
     state.handles.append(unet.register_forward_pre_hook(_unet_pre_hook(state), with_kwargs=True))
     for ref in blocks:

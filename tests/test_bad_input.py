@@ -17,7 +17,6 @@ from mame_core import MaMeConfigError, MergeSettings, plan_merge
         ({"mode": "q"}, "mode must be one of qkv, kv"),
         ({"tile": 0}, "tile"),
         ({"tile": (8, 8, 8)}, "tile"),
-        ({"temperature": 0.0}, "temperature"),
         ({"gate": "soft"}, "gate must be one of hard, sigmoid"),
     ],
 )

@@ -31,22 +31,22 @@ VARIANTS = ("auto", "forced")
 
 # -- MaMe's auto / forced switch -------------------------------------------------------------
 def apply_mame_variant(unet, variant: str):
-    """MaMe at ``RATIO`` on a diffusers UNet. TODO(issue 26): pass the engine's auto/forced
-    switch here once it lands in mame_core (``auto``: the engine skips blocks too small to pay
-    on the device; ``forced``: every scheduled block merges). Until then both variants run the
-    node default through mame_diffusers.apply_mame, and the records say so."""
+    """MaMe at ``RATIO`` on a diffusers UNet: ``auto`` leaves blocks too small to pay on the
+    device at full length (mame_core.payoff); ``forced`` merges every scheduled block."""
     from mame_diffusers import apply_mame
 
-    return apply_mame(unet, ratio=RATIO)
+    return apply_mame(unet, ratio=RATIO, force=variant == "forced")
 
 
-def dit_mame_hook(hooks: dict, variant: str):
-    """The DiT hook for MaMe ``variant``. TODO(issue 26): the auto/forced switch, as above;
-    both are the CUDA node's path for now: the size bias through the extra channel."""
-    return hooks["mame-channel"]
+def dit_mame_hook(hooks: dict, variant: str, tokens: int = 0, device="cuda"):
+    """The DiT hook for MaMe ``variant`` (the CUDA node's path: the size bias through the extra
+    channel); ``auto`` runs the block at full length where merging would not pay."""
+    from mame_core import pays
+
+    return hooks["mame-channel"] if pays(tokens, device, force=variant == "forced") else hooks["full"]
 
 
-VARIANT_NOTE = "auto and forced both run the node default until the engine's switch lands (TODO in models.py)"
+VARIANT_NOTE = "auto: blocks below mame_core.payoff's token threshold for the device stay at full length; forced: all merge"
 
 
 # -- UNets -----------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def run_dit(stage: Stage, case: str, mode: str, dtype, device, rounds: int) -> N
     with torch.random.fork_rng(devices=devices):
         block = dit_blocks.Block(dim, heads, cfg["mlp"], cross, dtype).to(device)
     hooks = dit_blocks.hooks(cfg["grid"], text, heads, RATIO)
-    methods = {"baseline": hooks["full"], **{f"mame-{v}": dit_mame_hook(hooks, v) for v in VARIANTS},
+    methods = {"baseline": hooks["full"], **{f"mame-{v}": dit_mame_hook(hooks, v, frames * h * w, device) for v in VARIANTS},
                "tomesd": hooks["tome"], "pool": hooks["todo"], "free-merge": hooks["free-merge"]}
 
     def call(hook):
