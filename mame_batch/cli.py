@@ -5,9 +5,11 @@ import argparse
 import sys
 
 from .batch import plan_batch, run_batch, run_cluster_batch
-from .client import ComfyError
+from .client import ComfyClient, ComfyError
 from .cluster import format_servers, read_servers_file
 from .errors import BatchInputError
+from .progress import Progress
+from .validate import check_tasks
 
 DEFAULT_URL = "http://127.0.0.1:8188"
 
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=0, metavar="N",
                    help="run the first task N times before the batch, untimed and unrecorded (model loading)")
     p.add_argument("--no-websocket", action="store_true", help="poll /history instead of following /ws")
-    p.add_argument("--dry-run", action="store_true", help="validate and list the tasks; queue nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and list the tasks; queue nothing (with --url, values are checked against that server)")
     return p
 
 
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "polls each server and has no warm-up")
         if args.dry_run:
             tasks = plan_batch(args.workflow, jobs, args.sweep)
+            if urls:  # a server to ask: check every value against its /object_info too
+                check_tasks(tasks, ComfyClient(urls[0], retry_for=args.retry_for), Progress().note)
             for t in tasks:
                 print(f"{t.key}\t{t.setting_label}")
             print(f"{len(tasks)} tasks, nothing queued (dry run)")

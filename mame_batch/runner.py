@@ -20,6 +20,7 @@ class InFlight:
     started_at: float | None = None
     attempts: int = 1
     step: tuple[int, int] | None = None
+    announced: bool = False
 
 
 @dataclass
@@ -63,6 +64,8 @@ class BatchRunner:
                     if kind == "progress":
                         entry.step = (data.get("value", 0), data.get("max", 0))
                         self.progress.step(entry.task.key, *entry.step)
+                    elif kind == "execution_start":
+                        self.progress.running(entry.task.key)
                     ended = kind in ("execution_error", "execution_success", "execution_interrupted")
                     if ended or (kind == "executing" and data.get("node") is None):
                         finished.add(entry.prompt_id)
@@ -79,6 +82,42 @@ class BatchRunner:
             stream.stop()
             self.progress.end()
         return records
+
+    def warm_up(self, graph: dict, label: str = "warm-up") -> None:
+        """Run ``graph`` once, untimed and unrecorded (it loads the models), with a line when it
+        starts and when it ends and its sampling steps on the progress bar in between."""
+        started = time.monotonic()
+        self.progress.note(f"{label}: running the first task once, untimed and unrecorded (it loads the models)")
+        stream = EventStream(self.client.ws_url(), on_note=self.progress.note)
+        if self.use_websocket:
+            stream.start()
+            stream.connected.wait(2.0)
+        prompt_id = self.client.queue(graph)
+        last_poll = 0.0
+        try:
+            while True:
+                for kind, data, _ in stream.drain(0.5 if stream.connected.is_set() else 0.05):
+                    if kind == "progress" and data.get("prompt_id", prompt_id) == prompt_id:
+                        self.progress.step(label, data.get("value", 0), data.get("max", 0))
+                if time.monotonic() - last_poll >= self.poll_interval:
+                    last_poll = time.monotonic()
+                    record = self.client.history(prompt_id)
+                    if record is not None:
+                        status = record.get("status") or {}
+                        if status.get("status_str") == "error":
+                            raise ExecutionFailed(prompt_id, status.get("messages", []))
+                        break
+                if not stream.connected.is_set():
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            try:
+                self.client.interrupt()
+            except ComfyError:
+                pass
+            raise
+        finally:
+            stream.stop()
+        self.progress.note(f"{label}: done in {time.monotonic() - started:.0f}s")
 
     # ---------------------------------------------------------------------------------
 
@@ -104,6 +143,12 @@ class BatchRunner:
                 continue
             del inflight[prompt_id]
             self._finish(entry, record, records)
+        if not self.use_websocket and inflight:
+            running, _ = self.client.queue_state()
+            for prompt_id in running & set(inflight):
+                if not inflight[prompt_id].announced:  # /history has no step counts: say it is running
+                    inflight[prompt_id].announced = True
+                    self.progress.running(inflight[prompt_id].task.key, polling=True)
         if lost:
             running, queued = self.client.queue_state()
             for entry in lost:

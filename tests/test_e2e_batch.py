@@ -36,22 +36,27 @@ def manifest(out):
 
 def test_ratio_sweep_with_a_bad_job_in_the_middle(comfy, tmp_path):
     client, _ = comfy
-    jobs = jobs_file(tmp_path, [{"prompt": "a red barn", "seed": 1}, {"prompt": "broken", "seed": 2, "steps": 0},
-                                {"prompt": "a blue boat", "seed": 3}])
+    rows = [{"prompt": "a red barn", "seed": 1}, {"prompt": "broken", "seed": 2, "steps": 0},
+            {"prompt": "a blue boat", "seed": 3}]
     out = tmp_path / "out"
-    run = cli(WF, jobs, "--out", out, "--url", client.url, "--set", "MaMe.ratio=0,0.5")
-    assert run.returncode == 1, run.stderr  # 1: some tasks failed, the rest were done
+    # a bad job field is refused with the whole batch, before anything is queued (issue 28)
+    run = cli(WF, jobs_file(tmp_path, rows), "--out", out, "--url", client.url, "--set", "MaMe.ratio=0,0.5")
+    assert run.returncode == 2, run.stderr
+    assert "input 'steps' = 0: below the minimum 1" in run.stderr and "jobs.jsonl:2" in run.stderr
+    assert manifest(out) == []
+    del rows[1]
+    run = cli(WF, jobs_file(tmp_path, rows), "--out", out, "--url", client.url, "--set", "MaMe.ratio=0,0.5")
+    assert run.returncode == 0, run.stderr
     records = manifest(out)
-    assert len(records) == 6
-    bad = [r for r in records if r["job"]["prompt"] == "broken"]
-    assert {r["status"] for r in bad} == {"rejected"}
-    assert "steps" in bad[0]["error"] and "smaller than min" in bad[0]["error"]
+    assert len(records) == 4
     good = [r for r in records if r["status"] == "ok"]
     assert len(good) == 4 and all(len(r["outputs"]) == 1 and os.path.exists(r["outputs"][0]) for r in good)
     # the summary table: the ratio-0 row is the baseline at 1.00x; the ratio-0.5 row has its own speed-up
     assert re.search(r"MaMe\.ratio=0 .* 1\.00x \(baseline\)", run.stdout), run.stdout
     assert re.search(r"MaMe\.ratio=0\.5 .* \d+\.\d\dx$", run.stdout, re.MULTILINE), run.stdout
     assert "4 images written" in run.stdout
+    # progress a person can follow: each task's sampling steps (from /ws) in the log
+    assert re.search(r"step 2 of 2", run.stderr), run.stderr
 
 
 def test_resume_after_kill(comfy, tmp_path):
