@@ -5,9 +5,11 @@ Each merged key's logit gets ``+ log(tokens it stands for)``. Two ways reach Com
 * an additive ``mask`` of shape ``[B, 1, 1, keys]``. ComfyUI's ``attention_pytorch`` hands it
   to torch's SDPA, which on a CPU adds it at no measurable cost
   (``bench/results/kernel_costs.txt``: 1.01-1.04x of plain attention, against 1.07-1.14x for
-  the channel). Its other kernels broadcast a mask each in their own way, and on CUDA a float
-  mask takes SDPA off its flash kernel, so the mask is used only for ``attention_pytorch`` on
-  a CPU;
+  the channel). On CUDA a float mask moves SDPA from flash to its memory-efficient kernel,
+  which still costs less than the channel's padded head width at 8 of 9 measured shapes on an
+  H200 (1.2-1.6x of plain merged attention against 1.5-9.8x,
+  ``bench/results/gpu-kernels.txt``). ComfyUI's other kernels broadcast a mask each in their
+  own way, so the mask is used for ``attention_pytorch`` on a CPU or CUDA;
 * everywhere else, one extra channel per head (``mame_core.size_bias.add_size_channel``),
   which any kernel computes exactly.
 """
@@ -22,7 +24,7 @@ MASKED_KERNELS = ("attention_pytorch",)
 
 def bias_as_mask(attention, device: torch.device) -> bool:
     """Whether ``attention`` (a ComfyUI attention function) gets the bias as a mask."""
-    return device.type == "cpu" and getattr(attention, "__name__", None) in MASKED_KERNELS
+    return device.type in ("cpu", "cuda") and getattr(attention, "__name__", None) in MASKED_KERNELS
 
 
 def sized_attention(attention, q, k, v, heads: int, log_size: torch.Tensor, as_mask: bool, **kwargs):
