@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 from .settings import MaMeConfigError, check_ratio
 
 UNET_STAGES = ("input", "middle", "output")
+# The stage names of the DiT families (nodes/families.py checks its entries against this list;
+# mame_core never imports the nodes): the one place a DiT stage name is spelled.
 DIT_STAGES = ("double", "single", "blocks")
 STAGES = UNET_STAGES + DIT_STAGES
 LEVELS = (1, 2, 4, 8)
@@ -48,10 +50,10 @@ LEVEL_CHOICES = ("auto", "d1", "d2", "d1,d2", "d2,d4", "d1,d2,d4", "all")
 # Rule tiers, weakest first (issue 15: the documented order of the MaMe and Block Schedule nodes).
 SLIDERS, SCHEDULE_OVERRIDES, NODE_OVERRIDES = 0, 1, 2
 
-_KEY_FORMS = ("default, input|middle|output|double|single|blocks, d1|d2|d4|d8, <stage>.d<level>, "
+_KEY_FORMS = (f"default, {'|'.join(STAGES)}, d1|d2|d4|d8, <stage>.d<level>, "
               "<stage>_<n>, <stage>_<n>-<m> or <stage>_*")
 _LEVEL_RE = re.compile(r"d?(1|2|4|8)")
-_EXACT_RE = re.compile(r"(input|middle|output|double|single|blocks)_(\d+)(?:-(\d+))?")
+_EXACT_RE = re.compile(rf"({'|'.join(STAGES)})_(\d+)(?:-(\d+))?")
 
 
 class MaMeScheduleError(MaMeConfigError):

@@ -19,9 +19,10 @@ try:
 except ImportError:  # the package imported outside ComfyUI (e.g. collected by pytest)
     comfy_attention = None
 
-from ..mame_core.block_step import BlockAddress, BlockStep
+from ..mame_core import BlockAddress, BlockStep
+from .kit import SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
-from .model_inspect import AttentionBlock, sampling_progress
+from .model_inspect import AttentionBlock, model_sampling
 from .proportional_attention import bias_as_mask, sized_attention
 
 log = logging.getLogger("comfyui-mame")
@@ -50,13 +51,12 @@ def sized_self_attention(q, k, v, extra_options):
 class MaMeAttentionPatch:
     step: BlockStep
     blocks: list[AttentionBlock]
-    sampling: object = None  # the model's model_sampling, to turn sigma into progress
+    clock: SamplingClock = field(default_factory=lambda: SamplingClock(None))  # sigma -> progress
     recorder: MergeRecorder = field(default_factory=MergeRecorder)
     previous_wrapper: object = None  # a model wrapper set before this node; called inside ours
     error: str | None = None  # the first exception that switched merging off, "Type: message"
     _pending: object = None
     _started_for: object = None
-    _progress_cache: dict = field(default_factory=dict)
     _logged: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -144,14 +144,7 @@ class MaMeAttentionPatch:
         return plan.merge(n)
 
     def _start(self, sigmas, device) -> None:
-        sigma = float(sigmas.reshape(-1)[0]) if isinstance(sigmas, torch.Tensor) and sigmas.numel() else 0.0
-        progress = self._progress_cache.get(sigma)
-        if progress is None:
-            progress = sampling_progress(self.sampling, sigma) if self.sampling is not None else 0.0
-            if len(self._progress_cache) > 4096:
-                self._progress_cache.clear()
-            self._progress_cache[sigma] = progress
-        self.step.start_call(progress, device)
+        self.step.start_call(self.clock.progress(sigma_of(sigmas)), device)
         self._started_for = sigmas
 
     def _start_if_unwrapped(self, extra_options, device) -> None:
@@ -195,3 +188,38 @@ class MaMeAttentionPatch:
             f"MaMe: merging in {len(records)} blocks{where}, mode {self.settings.mode}, "
             f"tau {self.settings.threshold:g}: " + "; ".join(parts)
         )
+
+
+def patch_unet(model, blocks, settings, schedule, seed: int, recorder: MergeRecorder):
+    """A clone of ``model`` with MaMe at the self-attention of ``blocks`` (from
+    ``model_inspect.inspect_model``)."""
+    schedule = schedule.resolve_levels(sorted({b.level for b in blocks}))
+    step = BlockStep(settings, schedule, int(seed))
+    patched = model.clone()
+    clock = SamplingClock(model_sampling(model), schedule.start_percent, schedule.end_percent)
+    mame = MaMeAttentionPatch(step, list(blocks), clock, recorder,
+                              previous_wrapper=patched.model_options.get("model_function_wrapper"))
+    patched.set_model_unet_function_wrapper(mame.wrapper)
+    patched.set_model_attn1_patch(mame.merge)
+    patched.set_model_attn1_output_patch(mame.restore)
+    targets = [f"{b.stage}_{b.index}" for b in blocks if schedule.ratio_for(b.stage, b.index, b.level) > 0]
+    if targets:
+        _replace_self_attention(patched, blocks)
+    log.info("MaMe: %s; blocks: %s", schedule.describe(), ", ".join(targets) or "none")
+    return patched
+
+
+def _replace_self_attention(model, blocks) -> None:
+    """Install the proportional-attention replacement in every self-attention layer that no
+    other node has replaced (a replacement of another node's is left in place)."""
+    replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    skipped = []
+    for b in blocks:
+        for layer in range(b.depth):
+            if (b.stage, b.index, layer) in replaced and replaced[(b.stage, b.index, layer)] is not sized_self_attention:
+                skipped.append(f"{b.stage}_{b.index}.{layer}")
+                continue
+            model.set_model_attn1_replace(sized_self_attention, b.stage, b.index, layer)
+    if skipped:
+        log.warning("MaMe: another node replaced self-attention in %s; MaMe merges there without proportional "
+                    "attention", ", ".join(skipped))

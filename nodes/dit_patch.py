@@ -25,17 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..mame_core import MergeSettings, Schedule
-from ..mame_core.block_step import BlockAddress, BlockStep
-from .dit_inspect import (
-    TEXT_FIRST,
-    DiTModel,
-    family_name,
-    inspect_dit,
-    is_dit_like,
-    token_grid,
-    unsupported_reason,
-)
+from ..mame_core import BlockAddress, BlockStep, MergeSettings, Schedule
+from .dit_inspect import DiTModel, family_name, token_grid
+from .families import TEXT_FIRST
+from .kit import OnceLog, SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
 from .proportional_attention import bias_as_mask, sized_attention
 
@@ -63,18 +56,6 @@ def plan_image(step: BlockStep, x, address: BlockAddress, grid):
     return step.plan(x, address, grid if len(grid) == 3 and grid[0] > 1 else grid[-2:])
 
 
-def sigma_to_progress(model_sampling, sigma: float) -> float:
-    """Invert ``percent_to_sigma`` (monotone falling) by bisection: 0 = start of sampling."""
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        if float(model_sampling.percent_to_sigma(mid)) > sigma:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
 def _flat(t: torch.Tensor, heads_first: bool) -> torch.Tensor:
     """[B, H, L, D] (ComfyUI's skip_reshape layout), [B, L, H*D] or [B, L, H, D] (SD3's v) to [B, L, H*D]."""
     if not heads_first:
@@ -98,15 +79,12 @@ class DiTMerge:
     model: DiTModel
     step: object
     mode: str
-    model_sampling: object
+    clock: SamplingClock
     recorder: MergeRecorder = field(default_factory=MergeRecorder)
     base_override: object = None  # a non-MaMe override found on the model (chained, called last)
     chain: list = field(default_factory=list)  # MaMe patches in the order they were applied
     last_call: dict = field(default_factory=dict)  # "stage_index" -> (tokens, merged tokens)
-    attention_calls: list = field(default_factory=list)  # (full, merged) per call while counting
-    counting: bool = False
-    _warned: set = field(default_factory=set)
-    _logged: set = field(default_factory=set)
+    once: OnceLog = field(default_factory=OnceLog)
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone deep-copies model_options; the override must stay the object the
@@ -123,13 +101,12 @@ class DiTMerge:
             grid = token_grid(x.shape, self.model.patch)
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
             transformer_options[CALL_KEY] = CallInfo(grid, context)
-            sigma = float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
-            self.step.start_call(sigma_to_progress(self.model_sampling, sigma), x.device)
+            self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
             if self.recorder.armed:
                 self.recorder.set_rows(transformer_options.get("cond_or_uncond"), x.shape[0])
             self.last_call = {}
         except Exception as err:  # never take the user's sampling down with us
-            self._warn_once(("wrapper", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+            self.once.warn(("wrapper", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
             transformer_options.pop(CALL_KEY, None)
         out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         self._maybe_log()
@@ -155,7 +132,7 @@ class DiTMerge:
         try:
             merged = self._merge(q, k, v, heads, rest, kwargs, options)
         except Exception as err:
-            self._warn_once(("error", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+            self.once.warn(("error", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
         if merged is None:
             return self._run_base(func, args, kwargs)
         as_mask = self.base_override is None and bias_as_mask(func, q.device)
@@ -173,8 +150,8 @@ class DiTMerge:
         if labelled is not None:
             calls = options.get(ATTN_COUNT_KEY, 0)
             options[ATTN_COUNT_KEY] = calls + 1
-            if self.model.family.video and calls > 0:
-                return None  # Wan: the first attention of a block is self-attention, the rest cross
+            if self.model.family.later_calls_cross and calls > 0:
+                return None  # e.g. Wan: the first attention of a block is self-attention, the rest cross
             return BlockAddress(labelled[0], int(labelled[1]), calls, 1)
         kind = options.get("block_type")
         index = options.get("block_index")
@@ -197,7 +174,7 @@ class DiTMerge:
         n = call.image_tokens
         start = call.context_tokens if self.model.family.layout == TEXT_FIRST else length - n
         if start < 0 or start + n > length:
-            self._warn_once(("span", length, n), f"MaMe: {length} tokens cannot hold the {n} image tokens of grid "
+            self.once.warn(("span", length, n), f"MaMe: {length} tokens cannot hold the {n} image tokens of grid "
                                                  f"{call.grid} in {self.model.name}; attention left at full length")
             return None
         qf, kf, vf = (_flat(t, heads_first) for t in (q, k, v))
@@ -213,8 +190,6 @@ class DiTMerge:
             member.recorder.record(vf[:, start:start + frame], call.grid[-2:], member.step, address)
         key = f"{address.stage}_{address.index}"
         self.last_call[key] = (n, plan.merged_tokens)
-        if self.counting:
-            self.attention_calls.append((length, length - n + plan.merged_tokens))
         return lambda run, as_mask: self._attend(run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first)
 
     def _attend(self, run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first):
@@ -242,32 +217,16 @@ class DiTMerge:
     def _maybe_log(self) -> None:
         if not self.last_call:
             return
-        key = tuple(sorted(self.last_call.items()))
-        if key in self._logged:
-            return
-        self._logged.add(key)
         parts = [f"{name} {full}->{merged}" for name, (full, merged) in self.last_call.items()]
-        log.info("MaMe: %s, merging image tokens in %d attention blocks, mode %s: %s",
-                 self.model.name, len(parts), self.mode, "; ".join(parts))
-
-    def _warn_once(self, key, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning("%s", message)
+        self.once.info(tuple(sorted(self.last_call.items())),
+                       f"MaMe: {self.model.name}, merging image tokens in {len(parts)} attention blocks, "
+                       f"mode {self.mode}: " + "; ".join(parts))
 
 
-def patch_dit(model_patcher, settings: MergeSettings, schedule: Schedule, seed: int,
-              recorder: MergeRecorder | None = None):
-    """A clone of ``model_patcher`` with MaMe at its attention calls when it is a DiT MaMe knows;
-    the model itself (with one warning naming it) for DiT-like models it does not know; None
-    for everything else (UNets), which the caller patches its own way."""
-    dit = inspect_dit(model_patcher)
-    if dit is None:
-        if not is_dit_like(model_patcher):
-            return None
-        reason = unsupported_reason(model_patcher) or f"{family_name(model_patcher)} (a model family MaMe does not know)"
-        log.warning("MaMe: %s is not supported; passing it through unchanged", reason)
-        return model_patcher
+def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: Schedule, seed: int,
+              recorder: MergeRecorder):
+    """A clone of ``model_patcher`` with MaMe at the attention calls of ``dit`` (from
+    ``model_inspect.inspect_model``)."""
     import comfy.patcher_extension as extension
 
     from .model_inspect import model_sampling
@@ -276,8 +235,8 @@ def patch_dit(model_patcher, settings: MergeSettings, schedule: Schedule, seed: 
     patched = model_patcher.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     existing = options.get(OVERRIDE_KEY)
-    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed)), settings.mode,
-                    model_sampling(model_patcher), recorder or MergeRecorder())
+    clock = SamplingClock(model_sampling(model_patcher), schedule.start_percent, schedule.end_percent)
+    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed)), settings.mode, clock, recorder)
     if isinstance(existing, DiTMerge):
         mame.chain = existing.chain + [mame]
         mame.base_override = existing.base_override

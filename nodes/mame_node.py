@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import logging
 
-from ..mame_core import LEVEL_CHOICES, MODES, MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
-from ..mame_core.block_step import DEFAULTS, BlockStep
-from .attention_patch import MaMeAttentionPatch, sized_self_attention
+from ..mame_core import (
+    DEFAULTS,
+    LEVEL_CHOICES,
+    MODES,
+    MaMeConfigError,
+    MergeSettings,
+    Schedule,
+    parse_levels,
+    parse_rules,
+)
+from .attention_patch import patch_unet
 from .dit_patch import patch_dit
+from .families import merging_titles
 from .merge_recorder import MAP_TYPE, recorder_for
-from .model_inspect import attention_blocks, diffusion_unet, model_sampling
+from .model_inspect import inspect_model
 from .schedule_node import OVERRIDES_HELP, SCHEDULE_TYPE
 
 log = logging.getLogger("comfyui-mame")
@@ -18,9 +27,9 @@ class MaMe:
     DESCRIPTION = (
         "Speeds up SD1.x, SD2.x and SDXL UNets by merging similar tokens before each self-attention "
         "(MaMe) and restoring them afterwards (MaRe), with dense matrix ops only. Patches a copy of "
-        "the model; the input model is not changed. On DiTs (Flux, Chroma, Qwen-Image, SD3/3.5) and Wan "
-        "video models it merges the image tokens at each attention call (text tokens untouched); other "
-        "model families pass through unchanged with a warning."
+        f"the model; the input model is not changed. On DiTs and video models ({merging_titles()}) it "
+        "merges the image tokens at each attention call (text tokens untouched); other model families "
+        "pass through unchanged with a warning that says why."
     )
     CATEGORY = "model_patches/unet"
     RETURN_TYPES = ("MODEL", MAP_TYPE)
@@ -102,50 +111,17 @@ class MaMe:
               overrides="", schedule=None, prompt=None, unique_id=None):
         recorder = recorder_for(prompt, unique_id)
         settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=int(tile_size))
-        rules = Schedule(
+        schedule = Schedule(
             ratio=ratio,
             levels=parse_levels(levels),
             rules=tuple(schedule or ()) + parse_rules(overrides),  # tiers rank them, not their order
             start_percent=start_percent,
             end_percent=end_percent,
         )
-        # --- DiT branch (nodes/dit_patch.py): DiTs and video models merge at the attention call ---
-        patched = patch_dit(model, settings, rules, int(seed), recorder)
-        if patched is not None:
-            return (patched, recorder)
-        # --- end of DiT branch ---
-        unet = diffusion_unet(model)
-        blocks = attention_blocks(unet) if unet is not None else []
-        if not blocks:
-            name = type(getattr(model, "model", model)).__name__
-            log.warning("MaMe: %s has no UNet self-attention blocks MaMe can patch; passing it through unchanged", name)
+        found = inspect_model(model)
+        if found.reason is not None:
+            log.warning("MaMe: %s; passing it through unchanged", found.reason)
             return (model, recorder)
-        rules = rules.resolve_levels(sorted({b.level for b in blocks}))
-        step = BlockStep(settings, rules, int(seed))
-        patched = model.clone()
-        mame = MaMeAttentionPatch(step, blocks, model_sampling(model), recorder,
-                                  previous_wrapper=patched.model_options.get("model_function_wrapper"))
-        patched.set_model_unet_function_wrapper(mame.wrapper)
-        patched.set_model_attn1_patch(mame.merge)
-        patched.set_model_attn1_output_patch(mame.restore)
-        targets = [f"{b.stage}_{b.index}" for b in blocks if rules.ratio_for(b.stage, b.index, b.level) > 0]
-        if targets:
-            _replace_self_attention(patched, blocks)
-        log.info("MaMe: %s; blocks: %s", rules.describe(), ", ".join(targets) or "none")
-        return (patched, recorder)
-
-
-def _replace_self_attention(model, blocks) -> None:
-    """Install the proportional-attention replacement in every self-attention layer that no
-    other node has replaced (a replacement of another node's is left in place)."""
-    replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
-    skipped = []
-    for b in blocks:
-        for layer in range(b.depth):
-            if (b.stage, b.index, layer) in replaced and replaced[(b.stage, b.index, layer)] is not sized_self_attention:
-                skipped.append(f"{b.stage}_{b.index}.{layer}")
-                continue
-            model.set_model_attn1_replace(sized_self_attention, b.stage, b.index, layer)
-    if skipped:
-        log.warning("MaMe: another node replaced self-attention in %s; MaMe merges there without proportional "
-                    "attention", ", ".join(skipped))
+        if found.dit is not None:
+            return (patch_dit(model, found.dit, settings, schedule, int(seed), recorder), recorder)
+        return (patch_unet(model, found.unet_blocks, settings, schedule, int(seed), recorder), recorder)

@@ -8,8 +8,8 @@ from .merge_recorder import MAP_TYPE
 class MaMeMergeMap:
     DESCRIPTION = (
         "Shows MaMe's token groups over the generated image: each destination group in its own "
-        "colour (destinations dotted), tokens below the threshold tau hatched grey, unmerged border "
-        "strips left clear. Connect the MaMe node's merge_map output; MaMe records only while this "
+        "colour (destinations dotted), tokens below the threshold tau hatched grey. Connect the MaMe "
+        "node's merge_map output; MaMe records only while this "
         "node is in the graph (after connecting it, change a MaMe input once so MaMe runs again)."
     )
     CATEGORY = "model_patches/unet"
@@ -48,7 +48,6 @@ class MaMeMergeMap:
             f"{block_name}, layer {layer}, step {rec.step} (progress {rec.progress:.3g}), grid {rec.merge_map.h}x"
             f"{rec.merge_map.w} at d{rec.level}: {s['tokens']} tokens in {s['groups']} groups "
             f"(mean {s['mean_group_size']:.2f}, max {s['max_group_size']} tokens); averaged into a destination "
-            f"{s['share_merged']:.1%}, below tau {rec.merge_map.threshold:g} {s['share_below_threshold']:.1%}, "
-            f"border {s['border_tokens']}"
+            f"{s['share_merged']:.1%}, below tau {rec.merge_map.threshold:g} {s['share_below_threshold']:.1%}"
         )
         return {"ui": {"text": [text]}, "result": (drawn.unsqueeze(0).to(image.dtype), text)}

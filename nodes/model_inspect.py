@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .dit_inspect import DiTModel, family_name, inspect_dit, is_dit_like, unsupported_reason
+
 
 @dataclass(frozen=True)
 class AttentionBlock:
@@ -66,15 +68,27 @@ def model_sampling(model_patcher):
     return model_patcher.model.model_sampling
 
 
-def sampling_progress(sampling, sigma: float, iterations: int = 48) -> float:
-    """Progress through sampling (0 = start, 1 = end) at ``sigma``: the inverse of the
-    model's own ``percent_to_sigma``, found by bisection (it falls as progress grows), so
-    the window matches ComfyUI's start/end percent on every model sampling type."""
-    low, high = 0.0, 1.0
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        if float(sampling.percent_to_sigma(middle)) >= sigma:
-            low = middle
-        else:
-            high = middle
-    return low
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the MaMe node found in a model: exactly one of ``unet_blocks``, ``dit`` and ``reason``."""
+
+    unet_blocks: tuple[AttentionBlock, ...] = ()
+    dit: DiTModel | None = None
+    reason: str | None = None  # why the model passes through unchanged
+
+
+def inspect_model(model_patcher) -> Inspection:
+    """UNet (its self-attention blocks), DiT (its registry family), or unsupported with the reason."""
+    dit = inspect_dit(model_patcher)
+    if dit is not None:
+        return Inspection(dit=dit)
+    if is_dit_like(model_patcher):
+        reason = unsupported_reason(model_patcher) or f"{family_name(model_patcher)} (a model family MaMe does not know)"
+        return Inspection(reason=f"{reason} is not supported")
+    unet = diffusion_unet(model_patcher)
+    blocks = tuple(attention_blocks(unet)) if unet is not None else ()
+    if not blocks:
+        name = type(getattr(model_patcher, "model", model_patcher)).__name__
+        return Inspection(reason=f"{name} has no UNet self-attention blocks MaMe can patch")
+    return Inspection(unet_blocks=blocks)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..mame_core import MaMeConfigError, Rule, parse_rules
 from ..mame_core.schedule import SCHEDULE_OVERRIDES, SLIDERS
+from .families import FAMILIES
 
 SCHEDULE_TYPE = "MAME_SCHEDULE"
 INHERIT = -1.0
@@ -23,7 +24,9 @@ OVERRIDES_HELP = (
     "overrides win over the Block Schedule's overrides, which win over its sliders, which win over the "
     "MaMe node's ratio and levels; within one of these the most specific key wins. Keys: input_4, "
     "output_3-5 (block ranges), output.d2 (stage at a level), d1/d2/d4/d8 (a level), input/middle/output "
-    "(a stage), default; DiT models: double_0-18, single_*, blocks_10-20. Ratios in [0, 1) or 'off'. "
+    "(a stage), default; DiT models, by stage and block number (e.g. double_0-18, single_*, blocks_10-20): "
+    + "; ".join(f"{f.title}: {', '.join(f.stages)}" for f in FAMILIES if f.merges)
+    + ". Ratios in [0, 1) or 'off'. "
     "'#' starts a comment."
 )
 

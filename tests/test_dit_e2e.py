@@ -253,7 +253,7 @@ def test_unknown_dit_family_passes_through_with_one_warning(host, caplog):
     base.diffusion_model = Mystery()
     patcher = ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        out = host.nodes.dit_patch.patch_dit(patcher, host.mame_core.MergeSettings(), host.mame_core.Schedule(), 0)
+        out = mame(host, patcher)
     assert out is patcher
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Mystery" in warnings[0]

@@ -1,0 +1,110 @@
+"""The DiT family registry: everything MaMe knows about each DiT class of ComfyUI, in one place.
+
+One :class:`Family` per model family, keyed by the class names ComfyUI v0.3.75 gives it
+(``comfy/model_base.py``, ``comfy/ldm/``). The DiT inspection (``dit_inspect``), the attention
+override (``dit_patch``), the MaMe node's description, the Block Schedule's help and the
+table in docs/dit.md all read it. Adding a family is one entry here (plus a tiny-model config
+for its test in ``embedded_host/dit_models.py``).
+
+A family either merges (``reason`` is None) or passes through unchanged with one warning
+that gives ``reason``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Where the image tokens sit in a joint self-attention sequence of length L with N image
+# tokens and a text context of C tokens.
+TEXT_FIRST = "text_first"  # image at [C, C + N); anything after it is reference latents
+IMAGE_LAST = "image_last"  # image at [L - N, L); anything before it is context (or reference)
+LAYOUT_WORDS = {TEXT_FIRST: "text, image, [references]", IMAGE_LAST: "[context/references], image"}
+
+# How MaMe knows which block an attention call belongs to.
+MODEL_LABELS = None  # the model sets transformer_options block_type / block_index itself
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # short name used in logs and tests
+    title: str  # what users call it
+    classes: tuple[str, ...]  # ComfyUI class names (the first one in a model's MRO that matches wins)
+    sequence: str  # the joint sequence of a self-attention call, in words (docs table)
+    layout: str | None = None  # TEXT_FIRST | IMAGE_LAST; None for pass-through families
+    stages: tuple[str, ...] = ()  # block kinds the schedule can address (stage names of mame_core.schedule)
+    block_attr: str | None = MODEL_LABELS  # module list MaMe labels via patches_replace["dit"]
+    later_calls_cross: bool = False  # attention calls after the first in a block are cross-attention
+    patch: str = "2"  # patch size in words (docs table); the real one is read from the model
+    masks: str = "none"  # masks and pad tokens in words (docs table)
+    video: bool = False
+    reason: str | None = None  # why it passes through unchanged; None when MaMe merges it
+
+    @property
+    def merges(self) -> bool:
+        return self.reason is None
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("flux", "Flux.1, Flux.2, Kontext", ("Flux",), "text, image, [Kontext reference latents]",
+           TEXT_FIRST, ("double", "single"), patch="2 (Flux.2: 1)"),
+    Family("chroma", "Chroma", ("Chroma",), "text, image", TEXT_FIRST, ("double", "single")),
+    Family("qwen_image", "Qwen-Image", ("QwenImageTransformer2DModel",), "text, image, [references]",
+           TEXT_FIRST, ("double",), masks="masked calls left alone"),
+    Family("sd3", "SD3/3.5", ("MMDiT", "OpenAISignatureMMDITWrapper"),
+           "context (+registers), image; SD3.5's x-only attn2: image only", IMAGE_LAST, ("blocks",),
+           block_attr="joint_blocks"),
+    Family("wan", "Wan 2.1/2.2", ("WanModel",),
+           "self-attention: [reference], image; cross-attention: q image, k/v text (+257 CLIP tokens for I2V)",
+           IMAGE_LAST, ("blocks",), block_attr="blocks", later_calls_cross=True, patch="(1, 2, 2)", video=True),
+    Family("hidream", "HiDream", ("HiDreamImageTransformer2DModel",),
+           "image, text, per-block Llama tokens", masks="image-token mask",
+           reason="image tokens are masked and interleaved with per-block Llama tokens"),
+    Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",), "caption, image",
+           masks="learned pad tokens on caption and image",
+           reason="caption and image are padded with pad tokens"),
+    Family("hunyuan_video", "HunyuanVideo 1.0/1.5, HunyuanImage 2.1", ("HunyuanVideo",), "image, text",
+           patch="(1, 2, 2)", masks="text under a mask", video=True,
+           reason="text tokens sit behind the image under a mask"),
+    Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, pixel patches",
+           patch="16 (pixels)", reason="pixel-space patches"),
+)
+
+BY_CLASS = {cls: family for family in FAMILIES for cls in family.classes}
+
+
+def family_of_class(cls) -> Family | None:
+    """The registry entry of a model class: the first class in its MRO the registry names."""
+    for base in cls.__mro__:
+        family = BY_CLASS.get(base.__name__)
+        if family is not None:
+            return family
+    return None
+
+
+def merging_titles() -> str:
+    return ", ".join(f.title for f in FAMILIES if f.merges)
+
+
+def dit_stages() -> tuple[str, ...]:
+    """Every stage name a merging family has, in registry order."""
+    seen: list[str] = []
+    for family in FAMILIES:
+        if family.merges:
+            seen.extend(s for s in family.stages if s not in seen)
+    return tuple(seen)
+
+
+def docs_table() -> str:
+    """The family table of docs/dit.md (a test keeps the docs equal to it)."""
+    rows = ["| family (class) | joint sequence | masks, pad tokens | stages | block label | patch | video | status |",
+            "|---|---|---|---|---|---|---|---|"]
+    for f in FAMILIES:
+        classes = ", ".join(f"`{c}`" for c in f.classes)
+        stages = ", ".join(f.stages) or "-"
+        status = "merges" if f.merges else f"passes through: {f.reason}"
+        label = "-" if not f.merges else ("`block_type`/`block_index` (set by the model)" if f.block_attr is None
+                                          else f"MaMe labels `{f.block_attr}` (dit replace)")
+        if f.later_calls_cross:
+            label += "; later attention calls in a block are cross-attention"
+        rows.append(f"| {f.title} ({classes}) | {f.sequence} | {f.masks} | {stages} | {label} | {f.patch} | "
+                    f"{'yes' if f.video else 'no'} | {status} |")
+    return "\n".join(rows)
