@@ -273,3 +273,27 @@ def test_mame_stacks_with_easycache(host, models):
     merged = CONTEXT_TOKENS + expected_merged(host, "flux", (16, 20))
     assert all(q == merged for _, q, _ in counter.calls)  # every call that ran was merged
     assert torch.isfinite(out).all()
+
+
+def test_override_installed_before_and_after_mame_both_act(host, models):
+    # Before: `counted` installs an override that MaMe finds and chains (a SageAttention-style
+    # patch): it runs on the merged length. After: an override that chains the one it finds,
+    # as ComfyUI's block-sparse attention node does: it sees every call at full length.
+    model, before = counted(models["flux"])
+    patched = mame(host, model)
+    found = patched.model_options["transformer_options"]["optimized_attention_override"]
+    after_calls = []
+
+    def after(func, *args, **kwargs):
+        seq = 2 if kwargs.get("skip_reshape") else 1
+        after_calls.append(args[0].shape[seq])
+        return found(func, *args, **kwargs)
+
+    later = patched.clone()
+    later.model_options["transformer_options"]["optimized_attention_override"] = after
+    sample(later, "flux", steps=1)
+    grid = grid_of("flux", LATENTS["flux"])
+    full = CONTEXT_TOKENS + grid[0] * grid[1]
+    merged = CONTEXT_TOKENS + expected_merged(host, "flux", grid)
+    assert after_calls == [full] * ATTENTION_CALLS["flux"]
+    assert [q for _, q, _ in before.calls] == [merged] * ATTENTION_CALLS["flux"]
