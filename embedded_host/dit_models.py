@@ -6,6 +6,7 @@ and depths, filled with seeded values at the scale of a trained model (unit norm
 ~ 1/sqrt(fan_in)) so that attention moves the output measurably.
 
   flux  Flux (double + single stream blocks, 2-D RoPE, text first), 256 wide, 4 heads.
+  flux2 Flux as Flux.2 uses it (patch 1, 128 latent channels, text padded to 512 tokens), 256 wide.
   sd3   MMDiT as SD3.5-medium lays it out (joint blocks, context first, an x-only second
         self-attention in block 0), 128 wide, 2 heads: small enough that ComfyUI's loader
         detects it from the saved file (depth = width / 64).
@@ -28,6 +29,13 @@ CONFIGS = {
         "hidden_size": 256, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2, "depth_single_blocks": 2,
         "axes_dim": [8, 28, 28], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True,
     },
+    "flux2": {  # Flux.2 as ComfyUI detects it: patch 1 on a 128-channel latent, 4 RoPE axes, shared modulation
+        "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None, "context_in_dim": 64,
+        "hidden_size": 256, "mlp_ratio": 3.0, "num_heads": 4, "depth": 2, "depth_single_blocks": 2,
+        "axes_dim": [16, 16, 16, 16], "theta": 2000, "patch_size": 1, "qkv_bias": False, "guidance_embed": True,
+        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "default_ref_method": "index",
+        "ref_index_scale": 10.0,
+    },
     "sd3": {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "input_size": None,
         "adm_in_channels": 2048, "pos_embed_max_size": 48, "num_patches": 48 * 48, "qk_norm": "rms",
@@ -43,7 +51,7 @@ CONFIGS = {
 # Width of the conditioning each tiny model takes: (text tokens' channels, pooled vector size or None).
 # SD3 takes the widths of its real text encoders (CLIP-L/G padded to 4096, pooled L+G 2048), so
 # the server test can condition it with a generated CLIP-L through ComfyUI's own CLIPLoader.
-CONDITIONING = {"flux": (64, 32), "sd3": (4096, 2048), "wan": (64, None)}
+CONDITIONING = {"flux": (64, 32), "flux2": (64, None), "sd3": (4096, 2048), "wan": (64, None)}
 LATENT_CHANNELS = 16
 
 
@@ -51,7 +59,8 @@ def _model_config(family: str):
     import torch
     from comfy import supported_models
 
-    cls = {"flux": supported_models.Flux, "sd3": supported_models.SD3, "wan": supported_models.WAN21_T2V}[family]
+    cls = {"flux": supported_models.Flux, "flux2": supported_models.Flux2, "sd3": supported_models.SD3,
+           "wan": supported_models.WAN21_T2V}[family]
     config = cls(dict(CONFIGS[family]))
     config.set_inference_dtype(torch.float32, None)
     return config
@@ -94,7 +103,9 @@ def conditioning(family: str, batch: int = 1, tokens: int = 12, seed: int = 1):
     extras = {}
     if pooled is not None:
         extras["pooled_output"] = torch.randn(batch, pooled, generator=generator)
-    if family == "flux":
+    elif family == "flux2":
+        extras["pooled_output"] = None  # Flux.2's text encoder gives no pooled vector; ComfyUI's Flux reads the key
+    if family.startswith("flux"):
         extras["guidance"] = 3.5
     return [[cond, extras]]
 

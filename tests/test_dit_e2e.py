@@ -12,9 +12,11 @@ from conftest import seeded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
-LATENTS = {"flux": (1, 16, 32, 40), "sd3": (1, 16, 32, 40), "wan": (1, 16, 5, 16, 20)}
-ATTENTION_CALLS = {"flux": 4, "sd3": 3, "wan": 6}  # per model call: blocks (+ SD3's x-only attn2, Wan's cross)
+LATENTS = {"flux": (1, 16, 32, 40), "flux2": (1, 128, 16, 20), "sd3": (1, 16, 32, 40), "wan": (1, 16, 5, 16, 20)}
+ATTENTION_CALLS = {"flux": 4, "flux2": 4, "sd3": 3, "wan": 6}  # per model call: blocks (+ SD3's x-only attn2, Wan's cross)
+PATCH = {"flux2": 1}  # latent cells per token side; 2 elsewhere
 CONTEXT_TOKENS = 12
+TEXT_TOKENS = {"flux2": 512}  # Flux.2's model pads the text to 512 tokens
 
 
 class AttentionCounter:
@@ -86,7 +88,8 @@ def expected_merged(host, family, grid, ratio=0.5):
 def grid_of(family, shape):
     if family == "wan":
         return (shape[2], shape[3] // 2, shape[4] // 2)
-    return (-(-shape[2] // 2), -(-shape[3] // 2))
+    p = PATCH.get(family, 2)
+    return (-(-shape[2] // p), -(-shape[3] // p))
 
 
 @pytest.mark.parametrize("family", sorted(LATENTS))
@@ -116,7 +119,7 @@ def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, 
             assert family == "wan" and (q_len, k_len) == (q_full, k_full) == (n, CONTEXT_TOKENS)
             continue
         text = q_full - n
-        assert text in ((CONTEXT_TOKENS, 0) if family != "wan" else (0,))
+        assert text in ((TEXT_TOKENS.get(family, CONTEXT_TOKENS), 0) if family != "wan" else (0,))
         assert q_len == k_len == text + merged, (family, q_full, q_len)
     change = ((out - base).norm() / base.norm()).item()
     assert 1e-3 < change < 0.5, change  # attention matters at this weight scale, merging stays close
@@ -297,3 +300,32 @@ def test_override_installed_before_and_after_mame_both_act(host, models):
     merged = CONTEXT_TOKENS + expected_merged(host, "flux", grid)
     assert after_calls == [full] * ATTENTION_CALLS["flux"]
     assert [q for _, q, _ in before.calls] == [merged] * ATTENTION_CALLS["flux"]
+
+
+@pytest.mark.parametrize("family", ["flux2"])
+def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, models, family):
+    # Each stage the registry names for the family turns off alone; the Merge Map draws the grid.
+    dit = host.nodes.dit_inspect.inspect_dit(models[family])
+    grid = grid_of(family, LATENTS[family])
+    full = TEXT_TOKENS.get(family, CONTEXT_TOKENS) + grid[0] * grid[1]
+    first = 0
+    for stage in dit.family.stages:
+        count = dit.blocks[stage]
+        model, counter = counted(models[family])
+        sample(mame(host, model, overrides=f"{stage}_* = off"), family, steps=1)
+        lengths = [q for _, q, _ in counter.calls]
+        assert len(lengths) == ATTENTION_CALLS[family]
+        inside = lengths[first:first + count]
+        outside = lengths[:first] + lengths[first + count:]
+        assert inside == [full] * count and outside and all(q < full for q in outside), (stage, lengths)
+        first += count
+    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
+              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
+    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
+    patched, recorder = node.patch(models[family], 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
+                                   prompt=prompt, unique_id="2")
+    sample(patched, family, steps=1)
+    image = torch.rand(1, grid[0] * 16, grid[1] * 16, 3, generator=seeded(4))
+    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
+    assert f"grid {grid[0]}x{grid[1]}" in text, text
+    assert drawn.shape == image.shape and not torch.equal(drawn, image)
