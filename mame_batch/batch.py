@@ -64,9 +64,12 @@ def run_batch(workflow, jobs, out_dir, sweep=(), url="http://127.0.0.1:8188", co
     client = ComfyClient(url, retry_for=retry_for, on_retry=progress.note)
     check_tasks(tasks, client, progress.note)  # every value against the server's /object_info, before any work
     runner = BatchRunner(client, out, manifest, concurrency=concurrency, progress=progress, use_websocket=use_websocket)
-    for n in range(warmup if tasks else 0):
-        runner.warm_up(_uncached_variant(tasks[0].graph, n), f"warm-up {n + 1}/{warmup}")
-    records = runner.run(tasks)
+    try:
+        for n in range(warmup if tasks else 0):
+            runner.warm_up(_uncached_variant(tasks[0].graph, n), f"warm-up {n + 1}/{warmup}")
+        records = runner.run(tasks)
+    finally:
+        runner.close()
     all_records = [r for r in manifest.records() if r["status"] != "interrupted"] if resume else records
     return BatchResult(records, skipped, summarize(_latest(all_records), baseline), manifest.path)
 

