@@ -52,9 +52,12 @@ GPUS = {
                     source="NVIDIA Ada datasheet: 1008 GB/s GDDR6X (90% reachable), 165 TFLOP/s dense bf16 with fp16 "
                            "accumulate / 82.6 with fp32 accumulate (120 and 100 taken as sustained); launch 5 us "
                            "(desktop CPUs dispatch a little faster)"),
-    "h200": dict(name="H200", bandwidth=4.3e12, matmul=400e12, attention=350e12, launch=6e-6, launch_compiled=3e-6,
-                 source="measured on this workplace's H200 (device notes): 4.3 TB/s copy, 788 TFLOP/s bf16 on "
-                        "8192^3; the H100's sustained share and launch cost assumed"),
+    "h200": dict(name="H200 (the lent VM)", bandwidth=4.3e12, matmul=400e12, attention=350e12, launch=31e-6,
+                 launch_compiled=15e-6,
+                 source="the H200 this project was lent (a VM): 4.3 TB/s copy and 788 TFLOP/s bf16 on 8192^3 "
+                        "(device notes); 31 us per eager op measured by the GPU suite (tomesd's 28 ops 0.90 ms, "
+                        "MaMe's plan of 37 ops 1.22 ms at small shapes: bench/results/gpu-kernels.txt), half that "
+                        "assumed from inductor's wrapper; the H100's sustained share assumed"),
 }
 MODES = ("eager", "compiled")
 METHODS = ("mame-cpu", "mame-gpu", "mame-gpu merge+restore", "tomesd", "pool", "attention-full", "attention-merged")
@@ -268,7 +271,11 @@ def report(result: dict) -> str:
               "| shape | method | kernels | compiled kernels | bytes | GFLOP | bytes / tomesd's |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     recs = result["records"]
+    seen = set()
     for r in recs:
+        if (r["shape"], r["method"]) in seen:
+            continue
+        seen.add((r["shape"], r["method"]))
         tome = next(t for t in recs if t["shape"] == r["shape"] and t["method"] == "tomesd")
         lines.append(f"| {r['shape']} | {r['method']} | {r['kernels']} | {r['compiled_kernels'] or '-'} | "
                      f"{r['bytes'] / 1e9:.3f} GB | {r['flops'] / 1e9:.1f} | {r['bytes'] / tome['bytes']:.2f}x |")

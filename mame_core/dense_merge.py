@@ -3,7 +3,8 @@
 On a GPU every small op is a kernel launch and every pass over ``[B, N, C]`` costs bandwidth,
 while a large matrix product is nearly free. So the route works on equal match regions
 (:mod:`.regions`), all of them one batched tensor ``[B*G, R, C]``, and describes the merge by
-two matrices over the ``K`` kept slots of a region, built once per call:
+one one-hot assignment of every token to the ``K`` kept slots of its region, built once per
+call:
 
 1. Destinations: one per 2x2 cell (2x2x2 on video regions) at a pseudo-random place that
    changes with the pattern. The place is a table per (grid, pattern variant) built on the
@@ -14,10 +15,7 @@ two matrices over the ``K`` kept slots of a region, built once per call:
    similarity, ranked by comparison (``[R, R]`` comparisons and a count; no sort).
 4. Slots: a kept token's slot is a cumulative count; a merged token joins its destination's
    slot (one-hot products). ``A`` (``[R, K]``, one-hot) gives the merge: ``(A / size)^T X``.
-5. Restore: a kept token takes its own slot's output; a merged token blends the outputs of the
-   destinations about as close to it as its best one (softmax over its similarities, the
-   bandwidth set by its distance to the best: kernel regression), so a near-copy takes its
-   own group's output alone and a token between groups gets the mix.
+5. Restore is ``A Y``: each token takes its group's output, one batched product.
 
 Dense ops only (no sort, gather, scatter or host sync), static shapes, and the same number of
 tokens removed as the CPU route (:func:`.merge.removed_for`).
@@ -31,7 +29,6 @@ import torch
 from .regions import Regions, choose_regions
 from .settings import MergeSettings
 
-RESTORE_SHARPNESS = 1.5  # softmax scale in units of a token's distance to its best destination
 PATTERN_VARIANTS = 16  # destination layouts per grid that the host-side tables cycle through
 _SCORE_STEP = 2.0**-10  # best similarities are ranked on this grid, closer ones by position
 _DEST_KEY = 2.0**23 + 2.0**13  # pushes destinations below every source (keys stay exact in float32)
@@ -223,7 +220,7 @@ class DensePlan:
         return _drop_empty(merged, self.regions.count, self.kept_per_region, self.extra) if self.extra else merged
 
     def restore(self, y: torch.Tensor) -> torch.Tensor:
-        """MaRe: ``[B, M, C]`` back to ``[B, N, C]``, one batched product."""
+        """MaRe: ``[B, M, C]`` back to ``[B, N, C]``: each token takes its group's output."""
         g, k = self.regions.count, self.kept_per_region
         per_region = _add_empty(y, g, k, self.extra) if self.extra else y.reshape(self.batch * g, k, y.shape[-1])
         return self.regions.join(torch.matmul(self._as(self._restore, y.dtype), per_region))
@@ -283,8 +280,8 @@ def plan_dense(x: torch.Tensor, frames: int, h: int, w: int, settings: MergeSett
 
     # each token's best destination by cosine similarity
     metric = regions.split(x)
-    norm = torch.linalg.vector_norm(metric, dim=-1, keepdim=True, dtype=torch.float32)
-    unit = metric * norm.clamp_min(1e-3).reciprocal().to(work)  # 1e3 stays finite in fp16
+    norm = torch.linalg.vector_norm(metric, dim=-1, keepdim=True, dtype=torch.float32 if x.element_size() < 4 else None)
+    unit = metric / norm.clamp_min(1e-3).to(work)  # a floor of 1e-3 keeps 1 / norm finite in fp16
     sims = torch.matmul(unit, torch.matmul(select.transpose(-1, -2), unit).transpose(-1, -2))  # [B*G, R, d]
     best_sim, best = sims.max(dim=-1)
 
@@ -308,22 +305,16 @@ def plan_dense(x: torch.Tensor, frames: int, h: int, w: int, settings: MergeSett
         else:
             take = torch.where(merged, torch.sigmoid((best_sim.float() - settings.threshold) / settings.gate_width), 1.0)
         weights = assign * take.unsqueeze(-1).to(work)
-        average = weights * weights.sum(dim=-2, keepdim=True, dtype=torch.float32).clamp_min(1e-12).reciprocal().to(work)
-    else:
-        average = assign * size.clamp_min(1.0).reciprocal().to(work)
-
-    # restore: merged tokens blend the destinations near them (softmax is shift-invariant, so
-    # sims / bandwidth ranks as (sims - best) / bandwidth)
-    bandwidth = torch.rsub(best_sim, 1.0 / RESTORE_SHARPNESS, alpha=1.0 / RESTORE_SHARPNESS).clamp_min(1e-4)
-    blend = torch.matmul(torch.softmax(sims / bandwidth.unsqueeze(-1), dim=-1), dest_slots)
-    restore = torch.where(joined, blend, own)
+        average = weights / weights.sum(dim=-2, keepdim=True, dtype=torch.float32).clamp_min(1e-12).to(work)
+    else:  # every slot holds its own token, but for the empty slot of an extra region
+        average = assign / (size.clamp_min(1.0) if extra else size).to(work)
 
     log_size = torch.log(size).reshape(batch, g * kept)
     if extra:
         log_size = _drop_empty(log_size.unsqueeze(-1), g, kept, extra)[..., 0]
     roles = (dest_index, merged, best_sim, settings.threshold)
     owner = _Owner(merged, best, dest_index, slot.float(), d)
-    return DensePlan(regions, batch, kept, extra, average, restore, log_size.to(x.dtype),
+    return DensePlan(regions, batch, kept, extra, average, assign, log_size.to(x.dtype),
                      owner, roles)
 
 
