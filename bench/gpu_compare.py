@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     est = {(r["shape"], r["method"]): r["estimate_ms"][args.gpu] for r in cost["records"]}
     shapes = list(dict.fromkeys(r["shape"] for r in cost["records"]))
     env = kernels.get("env", {})
-    print(f"python -m bench.gpu_compare  (measured: {env.get('device_name', env.get('device', '?'))}, "
+    print(f"python -m bench.gpu_compare  (measured: {env.get('gpu', env.get('device', '?'))} (driver {env.get('driver', '?')}), "
           f"torch {env.get('torch', '?')}, from {Path(args.kernels).name}; estimates: {args.gpu} rates of "
           f"{Path(args.cost).name}, dated {cost.get('date')})")
     print("\nms per block call (one layer), bf16, ratio 0.5. 'graph' is the same eager kernels replayed as a CUDA graph.\n")
@@ -48,9 +48,8 @@ def main(argv=None) -> int:
             if m is None and e is None:
                 continue
             ratio = f"{m / e:.2f}" if m and e else "-"
-            print(f"| {shape} | {method} | {m:.3f} | {e:.3f} | {ratio} | {g:.3f} |" if m and e and g else
-                  f"| {shape} | {method} | {m if m is None else round(m, 3)} | {e if e is None else round(e, 3)} | "
-                  f"{ratio} | {g if g is None else round(g, 3)} |")
+            cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"| {shape} | {method} | {cell(m)} | {cell(e)} | {ratio} | {cell(g)} |")
     print("\nNet per block call, measured (ms; positive = merging saves time). saved = attention-full minus "
           "attention-merged with the bias as a float mask / as the size channel; cost = plan + merge + restore.\n")
     print("| shape | attention full | merged + mask | merged + channel | mame-gpu eager | net (mask) | net (channel) | "

@@ -29,3 +29,6 @@ for case in sd35m-1024 flux-1024 wan13b-480p33; do
 done
 $py -m bench.dit_blocks --case flux-2048 --rounds 1 > bench/results/dit-flux-2048.json
 MAME_HOST=2025 $py -m bench.dit_easycache > bench/results/dit_easycache.json
+$py -m bench.gpu_cost --out bench/results/gpu-cost.json --text bench/results/gpu-cost.txt
+# beside the GPU suite's stored timings (bench/gpu_suite.sh runs on a GPU machine: docs/gpu.md)
+$py -m bench.gpu_compare > bench/results/gpu-vs-estimate.txt
