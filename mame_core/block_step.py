@@ -168,11 +168,12 @@ class BlockStep:
                                                             f"{why_not(tokens, x.device)}")
             return IdentityPlan(tokens)
         settings = self._settings.get(ratio) or self.settings.with_ratio(ratio)
-        if engine_route(x.device) == "gpu" and not torch.compiler.is_compiling():
+        route = engine_route(x.device)
+        if route == "gpu" and not torch.compiler.is_compiling():
             pattern = self.pattern_value + address.offset  # host tables: no per-call hashing on the device
         else:  # a tensor: compiled graphs see it as an input, one graph for every step
             pattern = (self.pattern if self.pattern.device == x.device else self.pattern.to(x.device)) + address.offset
-        plan = plan_merge(x, h, w, settings, pattern=pattern, frames=frames)
+        plan = plan_merge(x, h, w, settings, pattern=pattern, frames=frames, route=route)
         if not plan.is_identity and not torch.compiler.is_compiling():
             seen = self.records.get(address.block)
             layers = (seen.layers if seen is not None else frozenset()) | {address.layer}

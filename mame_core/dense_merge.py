@@ -110,13 +110,12 @@ class _Static:
 
     def __init__(self, regions: Regions, destinations: int, batch: int, device: torch.device):
         self.regions, self.destinations, self.batch, self.device = regions, destinations, batch, device
-        g, r = regions.count, regions.size
-        self.positions = torch.arange(r, device=device, dtype=torch.float32)
+        self.positions = torch.arange(regions.size, device=device, dtype=torch.float32)
         self.slots_d = torch.arange(destinations, device=device)
         self._variants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._kept: dict[int, torch.Tensor] = {}
+        self._quota: dict[tuple[int, int], torch.Tensor] = {}
         self._device_tables = None
-        self.count = g
 
     def variant(self, number: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(destination index [B*G, R] long, tie [B*G, R] float32)`` for a host-side pattern."""
@@ -140,7 +139,7 @@ class _Static:
                                    torch.tensor(enabled, device=dev),
                                    torch.arange(self.regions.size - 1, -1, -1, device=dev, dtype=torch.float32))
         salt, size, inner, enabled, tie = self._device_tables
-        variant = pattern.to(torch.int64) % PATTERN_VARIANTS
+        variant = pattern.to(torch.int64) % PATTERN_VARIANTS  # _place and _layout on the device
         is_dest = ((((salt ^ variant) * 2654435761) >> 17) % size == inner) & enabled
         index = torch.where(is_dest, torch.cumsum(is_dest, dim=-1) - 1, -1)
         return index, tie - is_dest * _DEST_KEY
@@ -154,11 +153,11 @@ class _Static:
         """How many tokens each region gives up: ``[B*G, 1]`` when they differ."""
         if not extra:
             return per_region
-        key = -1 - extra
-        if key not in self._kept:
-            one = [per_region + (g < extra) for g in range(self.count)]
-            self._kept[key] = torch.tensor(one * self.batch, device=self.device).unsqueeze(-1)
-        return self._kept[key]
+        key = (per_region, extra)
+        if key not in self._quota:
+            one = [per_region + (g < extra) for g in range(self.regions.count)]
+            self._quota[key] = torch.tensor(one * self.batch, device=self.device).unsqueeze(-1)
+        return self._quota[key]
 
 
 _STATIC: dict = {}
@@ -188,7 +187,7 @@ class DensePlan:
     is_identity = False
 
     def __init__(self, regions: Regions, batch: int, kept: int, extra: int, average: torch.Tensor,
-                 restore: torch.Tensor, log_size: torch.Tensor, owner, roles: tuple):
+                 restore: torch.Tensor, log_size: torch.Tensor, tokens: tuple, threshold: float):
         self.regions = regions
         self.batch = batch
         self.kept_per_region = kept
@@ -196,8 +195,10 @@ class DensePlan:
         self._average = {average.dtype: average}  # (A / size), [B*G, R, K]
         self._restore = {restore.dtype: restore}  # [B*G, R, K]
         self.key_log_size = log_size  # [B, M]
-        self._owner = owner  # [B*G, R]: each token's slot in its region (float)
-        self._roles = roles
+        # per token [B*G, R]: destination index (-1: source), merged, best destination and its
+        # similarity, slot; and the destination count
+        self._tokens = tokens
+        self._threshold = threshold
 
     @property
     def merged_tokens(self) -> int:
@@ -228,16 +229,18 @@ class DensePlan:
     def groups(self) -> torch.Tensor:
         """Long ``[B, N]``: the merged token (0..M-1) each token belongs to."""
         g, k = self.regions.count, self.kept_per_region
-        index = torch.arange(g, device=self._owner.device).repeat(self.batch)
+        dest_index, merged, best, _, slot, d = self._tokens
+        index = torch.arange(g, device=slot.device).repeat(self.batch)
         first = index * k - index.clamp(max=self.extra)  # slots before each region, empty ones dropped
-        slot = (self._owner.round().to(torch.int64) + first.unsqueeze(-1)).unsqueeze(-1)
+        owner = _owner_slots(dest_index, merged, best, slot, d).round().to(torch.int64)
+        slot = (owner + first.unsqueeze(-1)).unsqueeze(-1)
         return self.regions.join(slot)[..., 0]
 
     def roles(self) -> dict:
         """Bool ``[B, N]`` per token, raster order: ``destination``, ``merged`` (not kept as its
         own token) and ``averaged`` (merged and at or above τ, so averaged into its group)."""
-        dest_index, merged, best_sim, threshold = self._roles
-        roles = {"destination": dest_index >= 0, "merged": merged, "averaged": merged & (best_sim >= threshold)}
+        dest_index, merged, _, best_sim, _, _ = self._tokens
+        roles = {"destination": dest_index >= 0, "merged": merged, "averaged": merged & (best_sim >= self._threshold)}
         return {name: self.regions.join(t.unsqueeze(-1))[..., 0] for name, t in roles.items()}
 
 
@@ -298,7 +301,6 @@ def plan_dense(x: torch.Tensor, frames: int, h: int, w: int, settings: MergeSett
     assign = torch.where(joined, torch.matmul(best_hot, dest_slots), own)  # A
 
     size = assign.sum(dim=-2, keepdim=True, dtype=torch.float32)  # [B*G, 1, K]; 0 on an extra region's empty slot
-    weights = assign
     if settings.threshold > -1.0 or settings.gate != "hard":
         if settings.gate == "hard":
             take = torch.where(merged & (best_sim < settings.threshold), 0.0, 1.0)
@@ -312,27 +314,15 @@ def plan_dense(x: torch.Tensor, frames: int, h: int, w: int, settings: MergeSett
     log_size = torch.log(size).reshape(batch, g * kept)
     if extra:
         log_size = _drop_empty(log_size.unsqueeze(-1), g, kept, extra)[..., 0]
-    roles = (dest_index, merged, best_sim, settings.threshold)
-    owner = _Owner(merged, best, dest_index, slot.float(), d)
     return DensePlan(regions, batch, kept, extra, average, assign, log_size.to(x.dtype),
-                     owner, roles)
+                     (dest_index, merged, best, best_sim, slot, d), settings.threshold)
 
 
-class _Owner:
-    """Each token's slot in its region, computed only when asked (merge maps, tests), from
-    small tensors so that a plan holds no ``[R, d]`` matrix through attention."""
-
-    def __init__(self, merged, best, dest_index, slot, destinations):
-        self._args = (merged, best, dest_index, slot, destinations)
-
-    @property
-    def device(self):
-        return self._args[0].device
-
-    def round(self) -> torch.Tensor:
-        merged, best, dest_index, slot, d = self._args
-        slots_d = torch.arange(d, device=slot.device)
-        select = (dest_index.unsqueeze(-1) == slots_d).to(slot.dtype)
-        dest_slot = torch.matmul(select.transpose(-1, -2), slot.unsqueeze(-1))
-        best_hot = (best.unsqueeze(-1) == slots_d).to(slot.dtype)
-        return torch.where(merged, torch.matmul(best_hot, dest_slot).squeeze(-1), slot).round()
+def _owner_slots(dest_index, merged, best, slot, destinations) -> torch.Tensor:
+    """Each token's slot in its region (float ``[B*G, R]``), rebuilt from the plan's small
+    tensors when asked (merge maps, tests): a plan holds no ``[R, d]`` matrix through attention."""
+    slots_d = torch.arange(destinations, device=slot.device)
+    select = (dest_index.unsqueeze(-1) == slots_d).to(slot.dtype)
+    dest_slot = torch.matmul(select.transpose(-1, -2), slot.unsqueeze(-1))
+    best_hot = (best.unsqueeze(-1) == slots_d).to(slot.dtype)
+    return torch.where(merged, torch.matmul(best_hot, dest_slot).squeeze(-1), slot)
