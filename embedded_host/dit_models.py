@@ -12,6 +12,9 @@ and depths, filled with seeded values at the scale of a trained model (unit norm
         detects it from the saved file (depth = width / 64).
   wan   WanModel text-to-video (3-D RoPE, self-attention on video tokens, cross-attention
         to text), 256 wide, 2 heads.
+  zimage NextDiT as Z-Image lays it out (caption and image padded with learned tokens to a
+        multiple of 32, one context and one noise refiner block, then the main layers; 3-axis
+        RoPE, Z-Image's modulation and time scale), 256 wide, 4 heads.
 
 ``python -m embedded_host.dit_models --host DIR sd3 OUT.safetensors`` writes a diffusion
 model file for ComfyUI's UNETLoader.
@@ -47,11 +50,18 @@ CONFIGS = {
         "dim": 256, "ffn_dim": 512, "freq_dim": 256, "text_dim": 64, "out_dim": 16, "num_heads": 2,
         "num_layers": 3, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
     },
+    "zimage": {  # model_detection's Z-Image entry at a small width (real: 3840 wide, 30 heads, 30 layers)
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": 64,
+        "n_layers": 2, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 4, "n_kv_heads": 4,
+        "axes_dims": [16, 24, 24], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+        "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
+    },
 }
 # Width of the conditioning each tiny model takes: (text tokens' channels, pooled vector size or None).
 # SD3 takes the widths of its real text encoders (CLIP-L/G padded to 4096, pooled L+G 2048), so
 # the server test can condition it with a generated CLIP-L through ComfyUI's own CLIPLoader.
-CONDITIONING = {"flux": (64, 32), "flux2": (64, None), "sd3": (4096, 2048), "wan": (64, None)}
+CONDITIONING = {"flux": (64, 32), "flux2": (64, None), "sd3": (4096, 2048), "wan": (64, None), "zimage": (64, None)}
 LATENT_CHANNELS = 16
 
 
@@ -60,7 +70,7 @@ def _model_config(family: str):
     from comfy import supported_models
 
     cls = {"flux": supported_models.Flux, "flux2": supported_models.Flux2, "sd3": supported_models.SD3,
-           "wan": supported_models.WAN21_T2V}[family]
+           "wan": supported_models.WAN21_T2V, "zimage": supported_models.ZImage}[family]
     config = cls(dict(CONFIGS[family]))
     config.set_inference_dtype(torch.float32, None)
     return config

@@ -13,6 +13,8 @@ class DiTModel:
     family: Family
     patch: tuple[int, int, int]  # (t, h, w) latent cells per token
     blocks: dict[str, int]  # stage -> number of blocks
+    leading_calls: int = 0  # attention calls before the first labelled block (family.counted_after)
+    pad_multiple: int = 1  # image tokens are padded with learned tokens to a multiple of this
 
     @property
     def name(self) -> str:
@@ -62,7 +64,9 @@ def inspect_dit(model_patcher) -> DiTModel | None:
             "single": len(getattr(inner, "single_blocks", ())),
         }
         blocks = {s: n for s, n in blocks.items() if s in family.stages}
-    return DiTModel(family, _patch_size(inner), blocks)
+    leading = sum(len(getattr(inner, attr, ())) for attr in family.counted_after)
+    pad = getattr(inner, family.pad_attr, None) if family.pad_attr else None
+    return DiTModel(family, _patch_size(inner), blocks, leading, int(pad or 1))
 
 
 def is_dit_like(model_patcher) -> bool:

@@ -14,7 +14,8 @@ sets that override on a clone's model options. Per attention call the override
 An APPLY_MODEL wrapper reads the latent shape and sigma once per model call, on the host,
 and starts the block step (pattern, window). Families that do not label their blocks in
 ``transformer_options`` (SD3, Wan) get a ``patches_replace["dit"]`` wrapper per block that
-does, chained around any replacement already there.
+does, chained around any replacement already there. NextDiT (Lumina 2, Z-Image) has neither:
+its blocks are numbered by counting the attention calls of each model call.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 
 from ..mame_core import BlockAddress, BlockStep, MergeSettings, Schedule
 from .dit_inspect import DiTModel, family_name, token_grid
-from .families import TEXT_FIRST
+from .families import IMAGE_THEN_PAD, TEXT_FIRST
 from .kit import OnceLog, SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
 from .proportional_attention import bias_as_mask, sized_attention
@@ -38,7 +39,7 @@ OVERRIDE_KEY = "optimized_attention_override"
 WRAPPER_KEY = "mame_dit"
 CALL_KEY = "mame_dit_call"  # transformer_options: what the wrapper read for this model call
 BLOCK_KEY = "mame_dit_block"  # transformer_options: (stage, index) set by the block labeller
-ATTN_COUNT_KEY = "mame_dit_attn_calls"  # attention calls so far in the labelled block
+ATTN_COUNT_KEY = "mame_dit_attn_calls"  # attention calls so far in the labelled block (counted families: model call)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class DiTMerge:
             grid = token_grid(x.shape, self.model.patch)
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
             transformer_options[CALL_KEY] = CallInfo(grid, context)
+            transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
             if self.recorder.armed:
                 self.recorder.set_rows(transformer_options.get("cond_or_uncond"), x.shape[0])
@@ -146,6 +148,13 @@ class DiTMerge:
         return func(*args, **kwargs)
 
     def _address(self, options):
+        family = self.model.family
+        if family.counted_after:  # NextDiT: the refiners' calls come first, then one call per block
+            calls = options.get(ATTN_COUNT_KEY, 0)
+            options[ATTN_COUNT_KEY] = calls + 1
+            stage = family.stages[0]
+            index = calls - self.model.leading_calls
+            return BlockAddress(stage, index, 0, 1) if 0 <= index < self.model.blocks[stage] else None
         labelled = options.get(BLOCK_KEY)
         if labelled is not None:
             calls = options.get(ATTN_COUNT_KEY, 0)
@@ -161,18 +170,30 @@ class DiTMerge:
 
     def _merge(self, q, k, v, heads, rest, kwargs, options):
         call = options.get(CALL_KEY)
-        if call is None or rest or kwargs.get("mask") is not None:
+        if call is None:
+            return None
+        counted = bool(self.model.family.counted_after)
+        address = self._address(options) if counted else None  # counted families: every call counts
+        mask = rest[0] if len(rest) == 1 else kwargs.get("mask")  # NextDiT passes its mask positionally
+        if len(rest) > 1 or mask is not None:
             return None
         heads_first = bool(kwargs.get("skip_reshape", False))
         seq = 2 if heads_first else 1
         length = q.shape[seq]
         if k.shape[seq] != length or v.shape[seq] != length:
             return None  # cross-attention (Wan's text attention): left alone
-        address = self._address(options)
+        if not counted:
+            address = self._address(options)
         if address is None:
             return None
         n = call.image_tokens
-        start = call.context_tokens if self.model.family.layout == TEXT_FIRST else length - n
+        layout = self.model.family.layout
+        if layout == TEXT_FIRST:
+            start = call.context_tokens
+        elif layout == IMAGE_THEN_PAD:  # the pad tokens after the image stay outside the merged span
+            start = length - n - (-n) % self.model.pad_multiple
+        else:
+            start = length - n
         if start < 0 or start + n > length:
             self.once.warn(("span", length, n), f"MaMe: {length} tokens cannot hold the {n} image tokens of grid "
                                                  f"{call.grid} in {self.model.name}; attention left at full length")
@@ -245,7 +266,7 @@ def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: S
         mame.base_override = existing
     options[OVERRIDE_KEY] = mame
     patched.add_wrapper_with_key(extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, mame.apply_model_wrapper)
-    if dit.family.block_attr is not None:
+    if dit.family.block_attr is not None and not dit.family.counted_after:
         stage = dit.family.stages[0]
         replaced = options.get("patches_replace", {}).get("dit", {})
         for i in range(dit.blocks[stage]):

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 # tokens and a text context of C tokens.
 TEXT_FIRST = "text_first"  # image at [C, C + N); anything after it is reference latents
 IMAGE_LAST = "image_last"  # image at [L - N, L); anything before it is context (or reference)
-LAYOUT_WORDS = {TEXT_FIRST: "text, image, [references]", IMAGE_LAST: "[context/references], image"}
+# image at [L - P - N, L - P), then P learned pad tokens, P = (-N) mod the model's pad multiple
+# (``Family.pad_attr``; no multiple on the model: P = 0); anything before it is context
+IMAGE_THEN_PAD = "image_then_pad"
+LAYOUT_WORDS = {TEXT_FIRST: "text, image, [references]", IMAGE_LAST: "[context/references], image",
+                IMAGE_THEN_PAD: "[context], image, [image pad tokens]"}
 
 # How MaMe knows which block an attention call belongs to.
 MODEL_LABELS = None  # the model sets transformer_options block_type / block_index itself
@@ -29,9 +33,14 @@ class Family:
     title: str  # what users call it
     classes: tuple[str, ...]  # ComfyUI class names (the first one in a model's MRO that matches wins)
     sequence: str  # the joint sequence of a self-attention call, in words (docs table)
-    layout: str | None = None  # TEXT_FIRST | IMAGE_LAST; None for pass-through families
+    layout: str | None = None  # TEXT_FIRST | IMAGE_LAST | IMAGE_THEN_PAD; None for pass-through families
     stages: tuple[str, ...] = ()  # block kinds the schedule can address (stage names of mame_core.schedule)
     block_attr: str | None = MODEL_LABELS  # module list MaMe labels via patches_replace["dit"]
+    # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT): MaMe
+    # labels ``block_attr``'s blocks by counting the attention calls of each model call, after
+    # one call per block of these module lists, which run first.
+    counted_after: tuple[str, ...] = ()
+    pad_attr: str | None = None  # IMAGE_THEN_PAD: the model attribute holding the pad multiple
     later_calls_cross: bool = False  # attention calls after the first in a block are cross-attention
     patch: str = "2"  # patch size in words (docs table); the real one is read from the model
     masks: str = "none"  # masks and pad tokens in words (docs table)
@@ -58,9 +67,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("hidream", "HiDream", ("HiDreamImageTransformer2DModel",),
            "image, text, per-block Llama tokens", masks="image-token mask",
            reason="image tokens are masked and interleaved with per-block Llama tokens"),
-    Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",), "caption, image",
-           masks="learned pad tokens on caption and image",
-           reason="caption and image are padded with pad tokens"),
+    Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",),
+           "caption (+pad), image, image pad (refiners: caption only, image + pad only)", IMAGE_THEN_PAD,
+           ("blocks",), block_attr="layers", counted_after=("context_refiner", "noise_refiner"),
+           pad_attr="pad_tokens_multiple",
+           masks="Z-Image: learned pad tokens to a multiple of 32 on caption and image, never merged; "
+                 "caption mask in the context refiner only"),
     Family("hunyuan_video", "HunyuanVideo 1.0/1.5, HunyuanImage 2.1", ("HunyuanVideo",), "image, text",
            patch="(1, 2, 2)", masks="text under a mask", video=True,
            reason="text tokens sit behind the image under a mask"),
@@ -101,8 +113,15 @@ def docs_table() -> str:
         classes = ", ".join(f"`{c}`" for c in f.classes)
         stages = ", ".join(f.stages) or "-"
         status = "merges" if f.merges else f"passes through: {f.reason}"
-        label = "-" if not f.merges else ("`block_type`/`block_index` (set by the model)" if f.block_attr is None
-                                          else f"MaMe labels `{f.block_attr}` (dit replace)")
+        if not f.merges:
+            label = "-"
+        elif f.block_attr is None:
+            label = "`block_type`/`block_index` (set by the model)"
+        elif f.counted_after:
+            label = (f"MaMe labels `{f.block_attr}` by counting attention calls (after "
+                     + ", ".join(f"`{a}`" for a in f.counted_after) + ", left at full length)")
+        else:
+            label = f"MaMe labels `{f.block_attr}` (dit replace)"
         if f.later_calls_cross:
             label += "; later attention calls in a block are cross-attention"
         rows.append(f"| {f.title} ({classes}) | {f.sequence} | {f.masks} | {stages} | {label} | {f.patch} | "

@@ -1,5 +1,5 @@
 """MaMe on DiTs and video models, in-process with ComfyUI v0.3.75's real model classes
-(Flux, MMDiT/SD3, WanModel), ModelPatcher and sampler. Models are tiny with seeded weights
+(Flux, MMDiT/SD3, WanModel, NextDiT as Z-Image), ModelPatcher and sampler. Models are tiny with seeded weights
 (embedded_host/dit_models.py); text conditioning is seeded tensors in place of the text
 encoders' output (T5-XXL / umT5 are too large to generate here)."""
 from __future__ import annotations
@@ -12,11 +12,15 @@ from conftest import seeded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
-LATENTS = {"flux": (1, 16, 32, 40), "flux2": (1, 128, 16, 20), "sd3": (1, 16, 32, 40), "wan": (1, 16, 5, 16, 20)}
-ATTENTION_CALLS = {"flux": 4, "flux2": 4, "sd3": 3, "wan": 6}  # per model call: blocks (+ SD3's x-only attn2, Wan's cross)
+LATENTS = {"flux": (1, 16, 32, 40), "flux2": (1, 128, 16, 20), "sd3": (1, 16, 32, 40), "wan": (1, 16, 5, 16, 20),
+           "zimage": (1, 16, 32, 40)}
+# per model call: blocks (+ SD3's x-only attn2, Wan's cross, NextDiT's context and noise refiners)
+ATTENTION_CALLS = {"flux": 4, "flux2": 4, "sd3": 3, "wan": 6, "zimage": 4}
 PATCH = {"flux2": 1}  # latent cells per token side; 2 elsewhere
 CONTEXT_TOKENS = 12
-TEXT_TOKENS = {"flux2": 512}  # Flux.2's model pads the text to 512 tokens
+TEXT_TOKENS = {"flux2": 512, "zimage": 32}  # Flux.2 pads the text to 512 tokens, Z-Image to a multiple of 32
+REFINER_CALLS = {"zimage": 2}  # NextDiT's context and noise refiner: the first calls, left at full length
+IMAGE_PAD = {"zimage": 32}  # Z-Image pads the image tokens with learned tokens to a multiple of 32
 
 
 class AttentionCounter:
@@ -85,6 +89,10 @@ def expected_merged(host, family, grid, ratio=0.5):
     return dit_patch.plan_image(step, x, core.block_step.BlockAddress("blocks", 0), grid).merged_tokens
 
 
+def image_pad(family, n):
+    return (-n) % IMAGE_PAD.get(family, 1)
+
+
 def grid_of(family, shape):
     if family == "wan":
         return (shape[2], shape[3] // 2, shape[4] // 2)
@@ -113,27 +121,43 @@ def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, 
     assert merged < n
     assert len(counter.calls) == len(full_calls) == ATTENTION_CALLS[family]
     assert {b for b, _, _ in counter.calls} == {2}  # cond and uncond in one CFG batch
-    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full_calls, counter.calls, strict=False):
+    pad = image_pad(family, n)
+    for i, ((b, q_full, k_full), (b2, q_len, k_len)) in enumerate(zip(full_calls, counter.calls, strict=True)):
         assert b == b2
+        if i < REFINER_CALLS.get(family, 0):  # NextDiT's refiners (caption only, image + pad only): untouched
+            assert (q_len, k_len) == (q_full, k_full) and q_full in (TEXT_TOKENS[family], n + pad)
+            continue
         if k_full != q_full:  # Wan's cross-attention to the text: untouched
             assert family == "wan" and (q_len, k_len) == (q_full, k_full) == (n, CONTEXT_TOKENS)
             continue
-        text = q_full - n
+        text = q_full - n - pad
         assert text in ((TEXT_TOKENS.get(family, CONTEXT_TOKENS), 0) if family != "wan" else (0,))
-        assert q_len == k_len == text + merged, (family, q_full, q_len)
+        assert q_len == k_len == text + merged + pad, (family, q_full, q_len)
     change = ((out - base).norm() / base.norm()).item()
     assert 1e-3 < change < 0.5, change  # attention matters at this weight scale, merging stays close
 
 
+def started_override(host, model):
+    """MaMe's attention override on ``model``, its block step started at the first step."""
+    override = mame(host, model).model_options["transformer_options"]["optimized_attention_override"]
+    override.step.start_call(0.0, torch.device("cpu"))
+    return override
+
+
+def tiled_image(heads, dim, grid, generator):
+    """[1, heads, h*w, dim] image values, one value per 8x8 tile (tiles cut at the grid's edge)."""
+    h, w = grid
+    tiles = torch.randn(1, heads, -(-h // 8), -(-w // 8), dim, generator=generator)
+    image = tiles.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)[:, :, :h, :w]
+    return image.reshape(1, heads, h * w, dim)
+
+
 def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(host, models):
     dit_patch = host.nodes.dit_patch
-    model = mame(host, models["flux"])
-    override = model.model_options["transformer_options"]["optimized_attention_override"]
-    override.step.start_call(0.0, torch.device("cpu"))
+    override = started_override(host, models["flux"])
     heads, dim, text, grid = 4, 16, 5, (16, 16)
     g = seeded(3)
-    tiles = torch.randn(1, heads, 2, 2, dim, generator=g)  # one value per 8x8 tile
-    image = tiles.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3).reshape(1, heads, 256, dim)
+    image = tiled_image(heads, dim, grid, g)
     v = torch.cat([torch.randn(1, heads, text, dim, generator=g), image], dim=2)
     options = {dit_patch.CALL_KEY: dit_patch.CallInfo(grid, text), "block_type": "double", "block_index": 0}
     seen = []
@@ -202,9 +226,12 @@ def test_cfg_batch_rows_merge_independently(host, models):
         torch.testing.assert_close(both[row:row + 1], alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("family,shape", [("flux", (1, 16, 38, 26)), ("wan", (1, 16, 5, 12, 18))])
+@pytest.mark.parametrize("family,shape", [("flux", (1, 16, 38, 26)), ("wan", (1, 16, 5, 12, 18)),
+                                          ("zimage", (1, 16, 30, 38)), ("zimage", (1, 16, 31, 37))])
 def test_odd_grids_and_frame_counts(host, models, family, shape):
-    # Flux 19x13 tokens (a 1216x832-style grid that tiles of 8 do not divide); Wan 5 latent frames.
+    # Flux 19x13 tokens (a 1216x832-style grid that tiles of 8 do not divide); Wan 5 latent frames;
+    # Z-Image 15x19 = 285 image tokens + 3 pad tokens (and an odd latent, padded to whole patches:
+    # 16x19 = 304 + 16 pad tokens), so the learned image pad tokens follow the image in every block.
     model, counter = counted(models[family])
     out = sample(mame(host, model), family, steps=1, shape=shape)
     grid = grid_of(family, shape)
@@ -212,9 +239,47 @@ def test_odd_grids_and_frame_counts(host, models, family, shape):
     n = 1
     for side in grid:
         n *= side
-    self_calls = [c for c in counter.calls if c[1] == c[2]]
-    assert self_calls and all(q == (CONTEXT_TOKENS if family == "flux" else 0) + merged for _, q, _ in self_calls)
+    pad = image_pad(family, n)
+    assert (pad > 0) == (family == "zimage")
+    self_calls = [c for c in counter.calls[REFINER_CALLS.get(family, 0):] if c[1] == c[2]]
+    text = {"flux": CONTEXT_TOKENS, "zimage": TEXT_TOKENS["zimage"]}.get(family, 0)
+    assert self_calls and all(q == text + merged + pad for _, q, _ in self_calls), (self_calls, text, merged, pad)
     assert merged < n and torch.isfinite(out).all()
+
+
+def test_nextdit_pad_tokens_stay_outside_the_merged_span(host, models):
+    # A per-token "attention" (output = v) on caption, image tokens that are copies of their 8x8
+    # tile, and image pad tokens that differ from every image token: the caption and the pad
+    # tokens come back exactly, so no pad token was merged into (or averaged with) the image.
+    dit_patch = host.nodes.dit_patch
+    override = started_override(host, models["zimage"])
+    heads, dim, caption, grid = 4, 16, 32, (16, 15)
+    n = grid[0] * grid[1]
+    pad = image_pad("zimage", n)
+    assert pad == 16
+    g = seeded(6)
+    v = torch.cat([torch.randn(1, heads, caption, dim, generator=g), tiled_image(heads, dim, grid, g),
+                   torch.randn(1, heads, pad, dim, generator=g) * 10], dim=2)
+    leading = override.model.leading_calls
+    assert leading == REFINER_CALLS["zimage"] and override.model.pad_multiple == 32
+    seen = []
+
+    def values_as_output(q, k, v, heads, mask=None, skip_reshape=False, **kwargs):
+        seen.append(q.shape[2] if skip_reshape else q.shape[1])
+        return v
+
+    options = {dit_patch.CALL_KEY: dit_patch.CallInfo(grid, 12), dit_patch.ATTN_COUNT_KEY: leading}
+    out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, None, skip_reshape=True,
+                   transformer_options=options)  # NextDiT passes its (None) mask positionally
+    expected = v.transpose(1, 2).reshape(1, caption + n + pad, heads * dim)
+    assert seen == [caption + expected_merged(host, "zimage", grid) + pad]
+    assert torch.equal(out[:, :caption], expected[:, :caption]) and torch.equal(out[:, -pad:], expected[:, -pad:])
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)
+    assert options[dit_patch.ATTN_COUNT_KEY] == leading + 1
+    masked = override(values_as_output, v, v, v, heads, torch.zeros(1, 1, 1, caption + n + pad), skip_reshape=True,
+                      transformer_options=options)  # a masked call runs at full length, but counts
+    assert seen[-1] == caption + n + pad and masked.shape == (1, heads, caption + n + pad, dim)
+    assert options[dit_patch.ATTN_COUNT_KEY] == leading + 2
 
 
 def test_second_mame_node_leaves_merged_blocks_alone(host, models):
@@ -302,22 +367,30 @@ def test_override_installed_before_and_after_mame_both_act(host, models):
     assert [q for _, q, _ in before.calls] == [merged] * ATTENTION_CALLS["flux"]
 
 
-@pytest.mark.parametrize("family", ["flux2"])
+@pytest.mark.parametrize("family", ["flux2", "zimage"])
 def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, models, family):
-    # Each stage the registry names for the family turns off alone; the Merge Map draws the grid.
+    # Each stage the registry names for the family, and its last block, turn off alone (NextDiT's
+    # refiners are never merged); the Merge Map draws the grid.
     dit = host.nodes.dit_inspect.inspect_dit(models[family])
     grid = grid_of(family, LATENTS[family])
-    full = TEXT_TOKENS.get(family, CONTEXT_TOKENS) + grid[0] * grid[1]
-    first = 0
+    n = grid[0] * grid[1]
+    full = TEXT_TOKENS.get(family, CONTEXT_TOKENS) + n + image_pad(family, n)
+    refiners = REFINER_CALLS.get(family, 0)
+    model, counter = counted(models[family])
+    sample(model, family, steps=1)
+    unmerged = [q for _, q, _ in counter.calls]
+    assert unmerged[refiners:] == [full] * (ATTENTION_CALLS[family] - refiners)
+    first = refiners
     for stage in dit.family.stages:
         count = dit.blocks[stage]
-        model, counter = counted(models[family])
-        sample(mame(host, model, overrides=f"{stage}_* = off"), family, steps=1)
-        lengths = [q for _, q, _ in counter.calls]
-        assert len(lengths) == ATTENTION_CALLS[family]
-        inside = lengths[first:first + count]
-        outside = lengths[:first] + lengths[first + count:]
-        assert inside == [full] * count and outside and all(q < full for q in outside), (stage, lengths)
+        for rule, off in ((f"{stage}_* = off", range(first, first + count)), (f"{stage}_{count - 1} = off",
+                                                                             [first + count - 1])):
+            counter.calls.clear()
+            sample(mame(host, model, overrides=rule), family, steps=1)
+            lengths = [q for _, q, _ in counter.calls]
+            assert len(lengths) == ATTENTION_CALLS[family]
+            assert lengths[:refiners] == unmerged[:refiners], (rule, lengths)
+            assert all((lengths[i] == full) == (i in off) for i in range(refiners, len(lengths))), (rule, lengths)
         first += count
     prompt = {"2": {"class_type": "MaMe", "inputs": {}},
               "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}

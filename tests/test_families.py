@@ -39,6 +39,19 @@ def test_every_stage_is_a_schedule_stage_and_parses():
     assert set(families.dit_stages()) == set(DIT_STAGES)
 
 
+def test_layouts_and_block_labels_are_consistent():
+    for family in families.FAMILIES:
+        if not family.merges:
+            continue
+        assert family.layout in families.LAYOUT_WORDS, family.name
+        assert (family.pad_attr is not None) <= (family.layout == families.IMAGE_THEN_PAD), family.name
+        if family.counted_after or family.block_attr is not None:  # MaMe labels one module list: one stage
+            assert len(family.stages) == 1 and family.block_attr, family.name
+    nextdit = families.BY_CLASS["NextDiT"]
+    assert nextdit.merges and nextdit.layout == families.IMAGE_THEN_PAD and nextdit.stages == ("blocks",)
+    assert nextdit.counted_after == ("context_refiner", "noise_refiner") and nextdit.pad_attr == "pad_tokens_multiple"
+
+
 def test_class_names_are_unique_and_defined_by_the_2025_host():
     names = [c for f in families.FAMILIES for c in f.classes]
     assert len(names) == len(set(names))
