@@ -2,9 +2,11 @@
 
 Each case is one transformer block built to a family's dimensions in plain torch (random
 weights, this CPU): norm, fused qkv projection, per-head RMS norm of q and k, RoPE (2-D for
-Flux, 3-D for Wan; SD3 has none), the attention call (the hook ComfyUI's
-``optimized_attention_override`` wraps), output projection and MLP; Wan adds its
-cross-attention to 512 text tokens. Flux double and single blocks do the same work per
+Flux, 3-D for Wan, Z-Image's 3 axes with the caption on the first; SD3 has none), the
+attention call (the hook ComfyUI's ``optimized_attention_override`` wraps), output
+projection and MLP (Z-Image: SwiGLU, 3 matrices); Wan adds its cross-attention to 512 text
+tokens. Z-Image's case is one of NextDiT's main layers: caption padded to a multiple of 32,
+then the image (1024²: 64x64 tokens, already a multiple of 32, so no image pad tokens). Flux double and single blocks do the same work per
 token (12 d^2 multiply-adds in their linears, one joint attention), so one Flux block form
 stands for both. Image tokens come from real photos (scikit-image) so neighbours are alike.
 
@@ -45,6 +47,9 @@ CASES = {
     "flux-2048": dict(dim=3072, heads=24, mlp=12288, grid=(1, 128, 128), text=512, rope="2d"),
     "sd35m-1024": dict(dim=1536, heads=24, mlp=6144, grid=(1, 64, 64), text=333, rope=None),
     "wan13b-480p33": dict(dim=1536, heads=12, mlp=8960, grid=(9, 30, 52), text=0, cross=512, rope="3d"),
+    # Z-Image (NextDiT, 3840 wide, 30 heads, SwiGLU 10240); a 128-token caption (a prompt in
+    # Qwen3's chat template, already a multiple of 32)
+    "zimage-1024": dict(dim=3840, heads=30, mlp=10240, grid=(1, 64, 64), text=128, rope="zimage", gated=True),
 }
 
 
@@ -69,16 +74,21 @@ def rope_angles(grid, head_dim: int, kind: str | None, text: int):
     if kind is None:
         return None
     frames, h, w = grid
+    theta = 10000
     if kind == "2d":
         split = (head_dim // 8, head_dim * 7 // 16, head_dim * 7 // 16)  # Flux: 16/56/56 of 128
+    elif kind == "zimage":
+        split, theta = (head_dim // 4, head_dim * 3 // 8, head_dim * 3 // 8), 256  # 32/48/48 of 128
     else:
         third = head_dim // 6
         split = (head_dim - 4 * third, 2 * third, 2 * third)  # Wan
     t, r, c = torch.meshgrid(torch.arange(frames), torch.arange(h), torch.arange(w), indexing="ij")
     pos = [torch.cat([torch.zeros(text), p.flatten().float()]) for p in (t, r, c)]
+    if kind == "zimage":  # NextDiT: caption at 1..C on the first axis, the image at C + 1
+        pos[0] = torch.cat([torch.arange(1, text + 1).float(), torch.full((frames * h * w,), text + 1.0)])
     angles = []
     for p, d in zip(pos, split, strict=False):
-        freqs = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+        freqs = 1.0 / (theta ** (torch.arange(0, d, 2).float() / d))
         angles.append(p[:, None] * freqs[None])
     a = torch.cat(angles, dim=1)
     return a.cos(), a.sin()
@@ -91,7 +101,7 @@ def apply_rope(x, rope):
 
 
 class Block(torch.nn.Module):
-    def __init__(self, dim, heads, mlp, cross=0, dtype=torch.bfloat16, seed=0):
+    def __init__(self, dim, heads, mlp, cross=0, dtype=torch.bfloat16, seed=0, gated=False):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
 
@@ -104,6 +114,7 @@ class Block(torch.nn.Module):
         self.heads = heads
         self.qkv, self.proj = linear(dim, 3 * dim), linear(dim, dim)
         self.fc1, self.fc2 = linear(dim, mlp), linear(mlp, dim)
+        self.gate = linear(dim, mlp) if gated else None  # SwiGLU (NextDiT's FeedForward)
         self.cross = cross
         if cross:
             self.cq, self.ckv, self.cout = linear(dim, dim), linear(dim, 2 * dim), linear(dim, dim)
@@ -124,7 +135,9 @@ class Block(torch.nn.Module):
             ck, cv = self.ckv(context).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
             co = F.scaled_dot_product_attention(cq, ck, cv).transpose(1, 2).reshape(b, -1, c)
             tokens = tokens + self.cout(co)
-        tokens = tokens + self.fc2(F.gelu(self.fc1(F.layer_norm(tokens, (c,)))))
+        normed = F.layer_norm(tokens, (c,))
+        hidden = F.gelu(self.fc1(normed)) if self.gate is None else F.silu(self.fc1(normed)) * self.gate(normed)
+        tokens = tokens + self.fc2(hidden)
         return tokens[:, -n:]
 
 
@@ -219,7 +232,7 @@ def run(case: str, ratio: float, rounds: int, dtype) -> dict:
     txt = F.layer_norm(torch.randn(1, text, dim, generator=gen), (dim,)).to(dtype) if text else None
     context = torch.randn(1, cfg.get("cross", 0), dim, generator=gen).to(dtype) if cfg.get("cross") else None
     rope = rope_angles(cfg["grid"], dim // heads, cfg["rope"], text)
-    block = Block(dim, heads, cfg["mlp"], cfg.get("cross", 0), dtype)
+    block = Block(dim, heads, cfg["mlp"], cfg.get("cross", 0), dtype, gated=cfg.get("gated", False))
     methods = hooks(cfg["grid"], text, heads, ratio)
     with torch.no_grad():
         ref = block(x, txt, rope, methods["full"], context).float()
