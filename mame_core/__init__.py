@@ -20,6 +20,7 @@ from .merge import (
 )
 from .merge_map import MergeMap, describe_merges, draw_merge_map
 from .payoff import FORCE_ENV, pays
+from .plan_reuse import MAX_REUSE_STEPS, Reuse
 from .routes import ROUTE_ENV, ROUTES, engine_route
 from .schedule import (
     LEVEL_CHOICES,
@@ -43,6 +44,8 @@ __all__ = [
     "add_size_channel",
     "DensePlan",
     "FORCE_ENV",
+    "MAX_REUSE_STEPS",
+    "Reuse",
     "pays",
     "ROUTES",
     "ROUTE_ENV",

@@ -26,6 +26,7 @@ import torch
 
 from . import IdentityPlan, MergeSettings, infer_grid, level_sizes, pattern_for, plan_merge
 from .payoff import pays, why_not
+from .plan_reuse import PlanCache, Reuse
 from .routes import engine_route
 from .schedule import STAGES, Schedule
 from .settings import MaMeConfigError
@@ -87,7 +88,8 @@ class BlockRecord:
 class BlockStep:
     """The block step of one patched model (see the module docstring)."""
 
-    def __init__(self, settings: MergeSettings, schedule: Schedule, seed: int, force: bool | None = None):
+    def __init__(self, settings: MergeSettings, schedule: Schedule, seed: int, force: bool | None = None,
+                 reuse: Reuse | None = None):
         self.settings = settings
         self.force = force  # None: $MAME_FORCE_MERGE; True merges blocks too small to pay on the device
         self.schedule = schedule
@@ -98,6 +100,7 @@ class BlockStep:
         self.pattern_value = 0
         self.records: dict[str, BlockRecord] = {}
         self.calls = 0
+        self.plans = PlanCache(reuse or Reuse())
         # Settings per ratio built here, not in plan(): a frozen dataclass is not built
         # inside a compiled region.
         ratios = {schedule.ratio, settings.ratio, *(rule.ratio for rule in schedule.rules)}
@@ -117,6 +120,7 @@ class BlockStep:
         self.pattern.fill_(self.pattern_value)
         self.records = {}
         self.calls += 1
+        self.plans.start_call(progress)
 
     def ratio_for(self, address: BlockAddress) -> float:
         return self.schedule.ratio_for(address.stage, address.index, address.level)
@@ -167,18 +171,28 @@ class BlockStep:
             self.warn_once(("pays", address.block, tokens), f"MaMe: {address.block} left at full length: "
                                                             f"{why_not(tokens, x.device)}")
             return IdentityPlan(tokens)
+        eager = not torch.compiler.is_compiling()
+        key = self.plans.key(address.block, address.layer, tokens, x.shape[0], tuple(grid), ratio, x.device,
+                             x.dtype) if eager else None
+        plan = self.plans.find(key) if eager else None
+        if plan is None:
+            plan = self._new_plan(x, address, ratio, frames, h, w)
+            if eager:
+                self.plans.keep(key, plan)
+        if not plan.is_identity and not torch.compiler.is_compiling():
+            seen = self.records.get(address.block)
+            layers = (seen.layers if seen is not None else frozenset()) | {address.layer}
+            self.records[address.block] = BlockRecord(tokens, plan.merged_tokens, ratio, tuple(grid), layers)
+        return plan
+
+    def _new_plan(self, x, address: BlockAddress, ratio: float, frames: int, h: int, w: int):
         settings = self._settings.get(ratio) or self.settings.with_ratio(ratio)
         route = engine_route(x.device)
         if route == "gpu" and not torch.compiler.is_compiling():
             pattern = self.pattern_value + address.offset  # host tables: no per-call hashing on the device
         else:  # a tensor: compiled graphs see it as an input, one graph for every step
             pattern = (self.pattern if self.pattern.device == x.device else self.pattern.to(x.device)) + address.offset
-        plan = plan_merge(x, h, w, settings, pattern=pattern, frames=frames, route=route)
-        if not plan.is_identity and not torch.compiler.is_compiling():
-            seen = self.records.get(address.block)
-            layers = (seen.layers if seen is not None else frozenset()) | {address.layer}
-            self.records[address.block] = BlockRecord(tokens, plan.merged_tokens, ratio, tuple(grid), layers)
-        return plan
+        return plan_merge(x, h, w, settings, pattern=pattern, frames=frames, route=route)
 
     def pattern_of(self, address: BlockAddress) -> int:
         """The pattern ``plan`` used for ``address`` in the current call, as a Python int

@@ -187,7 +187,7 @@ class DensePlan:
     is_identity = False
 
     def __init__(self, regions: Regions, batch: int, kept: int, extra: int, average: torch.Tensor,
-                 restore: torch.Tensor, log_size: torch.Tensor, tokens: tuple, threshold: float):
+                 restore: torch.Tensor, log_size: torch.Tensor, tokens: tuple, threshold: float, take):
         self.regions = regions
         self.batch = batch
         self.kept_per_region = kept
@@ -199,6 +199,27 @@ class DensePlan:
         # similarity, slot; and the destination count
         self._tokens = tokens
         self._threshold = threshold
+        self._take = take  # per-token averaging weight [B*G, R] under τ or a soft gate; None: all 1
+        self._owner = None  # each token's slot [B*G, R], kept once the assignments are released
+
+    def release(self) -> None:
+        """Drop the ``[B*G, R, K]`` assignments, keeping what rebuilds them (each token's slot):
+        a plan kept over sampling steps holds per-token tensors only between its uses."""
+        if self._owner is None:
+            dest_index, merged, best, _, slot, d = self._tokens
+            self._owner = _owner_slots(dest_index, merged, best, slot, d)
+        self._average.clear()
+        self._restore.clear()
+
+    def _assignment(self, cache: dict, dtype: torch.dtype) -> torch.Tensor:
+        if not self._restore:  # released: rebuild A from each token's slot
+            kept = torch.arange(self.kept_per_region, device=self._owner.device, dtype=self._owner.dtype)
+            assign = (self._owner.unsqueeze(-1) == kept).to(dtype)
+            self._restore[dtype] = assign
+            self._average[dtype] = _averaging(assign, self._take, self.extra)
+        if dtype not in cache:
+            cache[dtype] = next(iter(cache.values())).to(dtype)
+        return cache[dtype]
 
     @property
     def merged_tokens(self) -> int:
@@ -208,15 +229,9 @@ class DensePlan:
     def full_tokens(self) -> int:
         return self.regions.tokens
 
-    @staticmethod
-    def _as(cache: dict, dtype: torch.dtype) -> torch.Tensor:
-        if dtype not in cache:
-            cache[dtype] = next(iter(cache.values())).to(dtype)
-        return cache[dtype]
-
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """MaMe: ``[B, N, C]`` to ``[B, M, C]``, one batched product."""
-        merged = torch.matmul(self._as(self._average, x.dtype).transpose(-1, -2), self.regions.split(x))
+        merged = torch.matmul(self._assignment(self._average, x.dtype).transpose(-1, -2), self.regions.split(x))
         merged = merged.reshape(self.batch, self.regions.count * self.kept_per_region, x.shape[-1])
         return _drop_empty(merged, self.regions.count, self.kept_per_region, self.extra) if self.extra else merged
 
@@ -224,7 +239,7 @@ class DensePlan:
         """MaRe: ``[B, M, C]`` back to ``[B, N, C]``: each token takes its group's output."""
         g, k = self.regions.count, self.kept_per_region
         per_region = _add_empty(y, g, k, self.extra) if self.extra else y.reshape(self.batch * g, k, y.shape[-1])
-        return self.regions.join(torch.matmul(self._as(self._restore, y.dtype), per_region))
+        return self.regions.join(torch.matmul(self._assignment(self._restore, y.dtype), per_region))
 
     def groups(self) -> torch.Tensor:
         """Long ``[B, N]``: the merged token (0..M-1) each token belongs to."""
@@ -301,21 +316,30 @@ def plan_dense(x: torch.Tensor, frames: int, h: int, w: int, settings: MergeSett
     assign = torch.where(joined, torch.matmul(best_hot, dest_slots), own)  # A
 
     size = assign.sum(dim=-2, keepdim=True, dtype=torch.float32)  # [B*G, 1, K]; 0 on an extra region's empty slot
+    take = None
     if settings.threshold > -1.0 or settings.gate != "hard":
         if settings.gate == "hard":
             take = torch.where(merged & (best_sim < settings.threshold), 0.0, 1.0)
         else:
             take = torch.where(merged, torch.sigmoid((best_sim.float() - settings.threshold) / settings.gate_width), 1.0)
-        weights = assign * take.unsqueeze(-1).to(work)
-        average = weights / weights.sum(dim=-2, keepdim=True, dtype=torch.float32).clamp_min(1e-12).to(work)
-    else:  # every slot holds its own token, but for the empty slot of an extra region
-        average = assign / (size.clamp_min(1.0) if extra else size).to(work)
-
+    average = _averaging(assign, take, extra, size)
     log_size = torch.log(size).reshape(batch, g * kept)
     if extra:
         log_size = _drop_empty(log_size.unsqueeze(-1), g, kept, extra)[..., 0]
     return DensePlan(regions, batch, kept, extra, average, assign, log_size.to(x.dtype),
-                     (dest_index, merged, best, best_sim, slot, d), settings.threshold)
+                     (dest_index, merged, best, best_sim, slot, d), settings.threshold, take)
+
+
+def _averaging(assign: torch.Tensor, take, extra: int, size: torch.Tensor | None = None) -> torch.Tensor:
+    """``A / size`` (each slot averages its group), or under per-token weights ``take`` the
+    weighted average; an extra region's empty slot stays zero."""
+    work = assign.dtype
+    if take is not None:
+        weights = assign * take.unsqueeze(-1).to(work)
+        return weights / weights.sum(dim=-2, keepdim=True, dtype=torch.float32).clamp_min(1e-12).to(work)
+    if size is None:
+        size = assign.sum(dim=-2, keepdim=True, dtype=torch.float32)
+    return assign / (size.clamp_min(1.0) if extra else size).to(work)
 
 
 def _owner_slots(dest_index, merged, best, slot, destinations) -> torch.Tensor:

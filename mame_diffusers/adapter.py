@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mame_core import MaMeConfigError, MergeSettings, Schedule, parse_levels, parse_rules
+from mame_core import MaMeConfigError, MergeSettings, Reuse, Schedule, parse_levels, parse_rules
 from mame_core.block_step import DEFAULTS, BlockAddress, BlockStep
 
 log = logging.getLogger("comfyui-mame")
@@ -85,7 +85,7 @@ def mame_state(pipe_or_unet) -> MaMeState | None:
 def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float = DEFAULTS["threshold"],
                mode: str = DEFAULTS["mode"], tile: int = DEFAULTS["tile_size"], levels=_UNSET, schedule=None,
                start_percent=_UNSET, end_percent=_UNSET, seed: int = DEFAULTS["seed"], gate: str | None = None,
-               force: bool | None = None):
+               force: bool | None = None, plan_reuse_steps: int = 1, share_layers: bool = False):
     """Patch a pipeline (or its UNet) with MaMe; calling it again re-configures.
 
     ``schedule`` is schedule text (``"d1 = 0.6, output_9-11 = 0.7"``) or a
@@ -93,11 +93,13 @@ def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float 
     ``levels``, ``start_percent`` or ``end_percent`` beside one is an error. The window is
     progress through the diffusion timesteps, ``1 - t / num_train_timesteps``, the same
     measure as ComfyUI's start/end percent. ``force``: merge blocks too small to save time on
-    the device too (default: ``$MAME_FORCE_MERGE``; see mame_core.payoff). Returns its argument. A model without UNet
+    the device too (default: ``$MAME_FORCE_MERGE``; see mame_core.payoff). ``plan_reuse_steps``
+    and ``share_layers``: reuse each block's plan over steps and layers (mame_core.plan_reuse). Returns its argument. A model without UNet
     attention blocks is returned unchanged with a warning.
 
     ``torch.compile(unet)`` after this compiles the UNet with MaMe in one graph per window
     state: the UNet pre-hook that reads the timestep runs outside the compiled region."""
+    reuse = Reuse(layers=share_layers, steps=plan_reuse_steps)
     unet = _unet(pipe_or_unet)
     remove_mame(unet)
     settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=tile, **({"gate": gate} if gate else {}))
@@ -123,7 +125,7 @@ def apply_mame(pipe_or_unet, ratio: float = DEFAULTS["ratio"], threshold: float 
     steps = getattr(getattr(unet, "config", None), "num_train_timesteps", None)
     scheduler = getattr(pipe_or_unet, "scheduler", None)
     steps = steps or getattr(getattr(scheduler, "config", None), "num_train_timesteps", None) or 1000
-    state = MaMeState(BlockStep(settings, plan, int(seed), force), int(steps), blocks)
+    state = MaMeState(BlockStep(settings, plan, int(seed), force, reuse), int(steps), blocks)
     state.pending = {_slot(BlockAddress(r.stage, r.index, r.layer, r.level)): None for r in blocks}
     state.handles.append(unet.register_forward_pre_hook(_unet_pre_hook(state), with_kwargs=True))
     for ref in blocks:

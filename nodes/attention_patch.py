@@ -190,11 +190,11 @@ class MaMeAttentionPatch:
         )
 
 
-def patch_unet(model, blocks, settings, schedule, seed: int, recorder: MergeRecorder):
+def patch_unet(model, blocks, settings, schedule, seed: int, recorder: MergeRecorder, reuse=None):
     """A clone of ``model`` with MaMe at the self-attention of ``blocks`` (from
     ``model_inspect.inspect_model``)."""
     schedule = schedule.resolve_levels(sorted({b.level for b in blocks}))
-    step = BlockStep(settings, schedule, int(seed))
+    step = BlockStep(settings, schedule, int(seed), reuse=reuse)
     patched = model.clone()
     clock = SamplingClock(model_sampling(model), schedule.start_percent, schedule.end_percent)
     mame = MaMeAttentionPatch(step, list(blocks), clock, recorder,

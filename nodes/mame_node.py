@@ -6,9 +6,11 @@ import logging
 from ..mame_core import (
     DEFAULTS,
     LEVEL_CHOICES,
+    MAX_REUSE_STEPS,
     MODES,
     MaMeConfigError,
     MergeSettings,
+    Reuse,
     Schedule,
     parse_levels,
     parse_rules,
@@ -94,6 +96,15 @@ class MaMe:
                 "schedule": (SCHEDULE_TYPE, {
                     "tooltip": "Per-block ratios from a MaMe Block Schedule node; they win over ratio "
                                "and levels where they are set (this node's overrides win over them)."}),
+                "plan_reuse_steps": ("INT", {
+                    "default": 1, "min": 1, "max": MAX_REUSE_STEPS, "step": 1,
+                    "tooltip": "Each block's merge plan serves this many sampling steps (1 = a new plan every "
+                               "step). Planning is most of MaMe's own cost on a GPU, so 2-3 saves time there; "
+                               "each step of reuse adds some error (docs/benchmarks.md, plan reuse)."}),
+                "share_layers": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "The later transformer layers of a block (SDXL: 2 or 10 per block) use the first "
+                               "layer's merge plan instead of planning their own: cheaper, but less exact."}),
             },
         }
 
@@ -108,7 +119,7 @@ class MaMe:
         return True
 
     def patch(self, model, ratio, threshold, mode, tile_size, levels, start_percent, end_percent, seed,
-              overrides="", schedule=None, prompt=None, unique_id=None):
+              overrides="", schedule=None, plan_reuse_steps=1, share_layers=False, prompt=None, unique_id=None):
         recorder = recorder_for(prompt, unique_id)
         settings = MergeSettings(ratio=ratio, threshold=threshold, mode=mode, tile=int(tile_size))
         schedule = Schedule(
@@ -118,10 +129,11 @@ class MaMe:
             start_percent=start_percent,
             end_percent=end_percent,
         )
+        reuse = Reuse(layers=share_layers, steps=plan_reuse_steps)
         found = inspect_model(model)
         if found.reason is not None:
             log.warning("MaMe: %s; passing it through unchanged", found.reason)
             return (model, recorder)
         if found.dit is not None:
-            return (patch_dit(model, found.dit, settings, schedule, int(seed), recorder), recorder)
-        return (patch_unet(model, found.unet_blocks, settings, schedule, int(seed), recorder), recorder)
+            return (patch_dit(model, found.dit, settings, schedule, int(seed), recorder, reuse), recorder)
+        return (patch_unet(model, found.unet_blocks, settings, schedule, int(seed), recorder, reuse), recorder)
