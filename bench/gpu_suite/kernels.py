@@ -80,6 +80,13 @@ class ShapeOps:
             self.ops[f"{label} restore"] = (None, lambda p=fixed, m=merged: p.restore(m), None)
             self.ops[f"{label} merge+restore"] = (f"{label} merge+restore" if route != "default" else None,
                                                   lambda p=fixed: p.restore(p.merge(x)), None)
+            if hasattr(fixed, "release"):  # a plan kept over steps: rebuilt from per-token slots, applied
+                kept = plan_merge(x, h, w, settings, 7, frames, **kw)  # the host pattern BlockStep gives it
+
+                def reused(p=kept):
+                    p.release()
+                    return p.restore(p.merge(x))
+                self.ops[f"{label} reused"] = (None, reused, None)
         self.ops["tomesd"] = ("tomesd", self._tomesd(x, shape, device), None)
         self.ops["pool"] = ("pool", lambda: [F.avg_pool2d(t, (1, 2), ceil_mode=True)
                                              for t in (_grid(k[:, text:], shape), _grid(v[:, text:], shape))], None)
