@@ -20,7 +20,7 @@ except ImportError:  # the package imported outside ComfyUI (e.g. collected by p
     comfy_attention = None
 
 from ..mame_core import BlockAddress, BlockStep
-from .kit import SamplingClock, sigma_of
+from .kit import ErrorStop, SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
 from .model_inspect import AttentionBlock, model_sampling
 from .proportional_attention import bias_as_mask, sized_attention
@@ -54,13 +54,19 @@ class MaMeAttentionPatch:
     clock: SamplingClock = field(default_factory=lambda: SamplingClock(None))  # sigma -> progress
     recorder: MergeRecorder = field(default_factory=MergeRecorder)
     previous_wrapper: object = None  # a model wrapper set before this node; called inside ours
-    error: str | None = None  # the first exception that switched merging off, "Type: message"
+    stop: ErrorStop = None  # the error policy (kit.ErrorStop); made with the recorder
     _pending: object = None
     _started_for: object = None
     _logged: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._levels = {(b.stage, b.index): b.level for b in self.blocks}
+        if self.stop is None:
+            self.stop = ErrorStop(self.recorder)
+
+    @property
+    def error(self) -> str | None:
+        return self.stop.error
 
     @property
     def settings(self):
@@ -157,11 +163,7 @@ class MaMeAttentionPatch:
             self._start(sigmas, device)
 
     def _fail(self, err: Exception) -> None:
-        cause = f"{type(err).__name__}: {err}"
-        if self.error is None:
-            self.error = cause
-            self.recorder.error = cause
-            log.warning("MaMe: merging switched off for this model after an error in its attention patch: %s", cause)
+        self.stop.fail(err, "attention patch")
 
     def _log_once(self, latent_shape) -> None:
         key = tuple(int(s) for s in latent_shape[-2:])

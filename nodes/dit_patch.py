@@ -29,7 +29,7 @@ import torch
 from ..mame_core import BlockAddress, BlockStep, MergeSettings, Schedule
 from .dit_inspect import DiTModel, family_name, token_grid
 from .families import IMAGE_THEN_PAD, TEXT_FIRST
-from .kit import OnceLog, SamplingClock, sigma_of
+from .kit import ErrorStop, OnceLog, SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
 from .proportional_attention import bias_as_mask, sized_attention
 
@@ -86,6 +86,11 @@ class DiTMerge:
     chain: list = field(default_factory=list)  # MaMe patches in the order they were applied
     last_call: dict = field(default_factory=dict)  # "stage_index" -> (tokens, merged tokens)
     once: OnceLog = field(default_factory=OnceLog)
+    stop: ErrorStop = None  # the error policy shared with the UNet patch (kit.ErrorStop)
+
+    def __post_init__(self) -> None:
+        if self.stop is None:
+            self.stop = ErrorStop(self.recorder)
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone deep-copies model_options; the override must stay the object the
@@ -108,7 +113,7 @@ class DiTMerge:
                 self.recorder.set_rows(transformer_options.get("cond_or_uncond"), x.shape[0])
             self.last_call = {}
         except Exception as err:  # never take the user's sampling down with us
-            self.once.warn(("wrapper", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+            self.stop.fail(err, "DiT model wrapper")
             transformer_options.pop(CALL_KEY, None)
         out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         self._maybe_log()
@@ -133,8 +138,8 @@ class DiTMerge:
         merged = None
         try:
             merged = self._merge(q, k, v, heads, rest, kwargs, options)
-        except Exception as err:
-            self.once.warn(("error", type(err).__name__), f"MaMe: DiT merging skipped after an error: {err!r}")
+        except Exception as err:  # never take the user's sampling down with us
+            self.stop.fail(err, "DiT attention override")
         if merged is None:
             return self._run_base(func, args, kwargs)
         as_mask = self.base_override is None and bias_as_mask(func, q.device)
@@ -170,7 +175,7 @@ class DiTMerge:
 
     def _merge(self, q, k, v, heads, rest, kwargs, options):
         call = options.get(CALL_KEY)
-        if call is None:
+        if call is None or self.stop.error is not None:
             return None
         counted = bool(self.model.family.counted_after)
         address = self._address(options) if counted else None  # counted families: every call counts
@@ -245,7 +250,7 @@ class DiTMerge:
 
 
 def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: Schedule, seed: int,
-              recorder: MergeRecorder):
+              recorder: MergeRecorder, reuse=None):
     """A clone of ``model_patcher`` with MaMe at the attention calls of ``dit`` (from
     ``model_inspect.inspect_model``)."""
     import comfy.patcher_extension as extension
@@ -257,7 +262,7 @@ def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: S
     options = patched.model_options.setdefault("transformer_options", {})
     existing = options.get(OVERRIDE_KEY)
     clock = SamplingClock(model_sampling(model_patcher), schedule.start_percent, schedule.end_percent)
-    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed)), settings.mode, clock, recorder)
+    mame = DiTMerge(dit, BlockStep(settings, schedule, int(seed), reuse=reuse), settings.mode, clock, recorder)
     if isinstance(existing, DiTMerge):
         mame.chain = existing.chain + [mame]
         mame.base_override = existing.base_override

@@ -6,6 +6,7 @@
   destination pattern and labels Merge Map steps) is the inverse of ``percent_to_sigma`` by
   bisection, clamped so that it agrees with the sigma window.
 * :class:`OnceLog`: warn-once and log-once by key.
+* :class:`ErrorStop`: the one error policy of both patches.
 """
 from __future__ import annotations
 
@@ -89,3 +90,22 @@ class OnceLog:
     def info(self, key, message: str) -> None:
         if self._first(("info", key)):
             log.info("%s", message)
+
+
+class ErrorStop:
+    """The first exception inside a patch switches merging off for that patched model, said
+    once with its cause (the Merge Map shows it too); sampling goes on unmerged. An error that
+    happened once would happen at every block of every step: going on would repeat its cost and
+    its warning. A new run of the MaMe node (any input changed) starts merging again."""
+
+    def __init__(self, recorder=None):
+        self.error: str | None = None  # "Type: message" of the first exception
+        self.recorder = recorder
+
+    def fail(self, err: Exception, where: str) -> None:
+        if self.error is not None:
+            return
+        self.error = f"{type(err).__name__}: {err}"
+        if self.recorder is not None:
+            self.recorder.error = self.error
+        log.warning("MaMe: merging switched off for this model after an error in its %s: %s", where, self.error)

@@ -402,3 +402,24 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, models, f
     drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
     assert f"grid {grid[0]}x{grid[1]}" in text, text
     assert drawn.shape == image.shape and not torch.equal(drawn, image)
+
+
+def test_an_error_switches_dit_merging_off_once_as_on_a_unet(host, models, caplog, monkeypatch):
+    """One error policy for both patches (nodes/kit.py ErrorStop): the first exception in the
+    DiT override is said once with its cause, sampling goes on unmerged, later calls do not try again."""
+    patched = mame(host, models["flux"])
+    override = patched.model_options["transformer_options"]["optimized_attention_override"]
+    tried = []
+
+    def broken(*args, **kwargs):
+        tried.append(1)
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(override.step, "plan", broken)
+    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
+        out = sample(patched, "flux")
+    assert torch.equal(out, sample(models["flux"], "flux"))
+    warnings = [r.getMessage() for r in caplog.records if "switched off" in r.getMessage()]
+    assert warnings == ["MaMe: merging switched off for this model after an error in its DiT attention override: "
+                        "RuntimeError: Expected all tensors to be on the same device"]
+    assert len(tried) == 1 and override.stop.error.startswith("RuntimeError")

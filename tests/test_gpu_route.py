@@ -153,6 +153,10 @@ def test_auto_leaves_blocks_too_small_to_pay_and_force_merges(monkeypatch, caplo
     with caplog.at_level("WARNING", logger="comfyui-mame"):
         assert step.plan(x, BlockAddress("input", 1), (16, 16)).is_identity
     assert "below the 1000 from which merging saves time" in caplog.text and "MAME_FORCE_MERGE=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="comfyui-mame"):
+        assert step.plan(x, BlockAddress("output", 9), (16, 16)).is_identity
+    assert not caplog.text  # one line per patched model, not one per block
     forced = BlockStep(MergeSettings(ratio=0.5), Schedule(ratio=0.5), seed=0, force=True)
     forced.start_call(0.5)
     assert forced.plan(x, BlockAddress("input", 1), (16, 16)).merged_tokens == 128
