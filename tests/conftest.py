@@ -32,6 +32,26 @@ def comfy(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "dit: DiT/video tests; they need the 2025 host (MAME_HOST=2025)")
+    config.addinivalue_line(
+        "markers", "one_host(host, why): an e2e test whose outcome does not depend on the ComfyUI release; "
+        "scripts/run_tests.sh runs the e2e tests once per host, and this one runs only in the MAME_HOST=host pass")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip one_host tests in the other host's pass (never when MAME_HOST_DIR names another ComfyUI)."""
+    if "MAME_HOST_DIR" in os.environ:
+        return
+    from embedded_host.hosts import host_name
+
+    current = host_name()
+    for item in items:
+        marker = item.get_closest_marker("one_host")
+        if marker is None:
+            continue
+        host, why = marker.args
+        if host != current:
+            item.add_marker(pytest.mark.skip(
+                reason=f"host-independent ({why}): runs once, in the MAME_HOST={host} pass of scripts/run_tests.sh"))
 
 
 @pytest.fixture(scope="session")

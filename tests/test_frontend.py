@@ -22,6 +22,7 @@ from packed_host import build_archive, fresh_comfyui, server_for
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.one_host("2025", "it always lays out a fresh 2025-host ComfyUI from the archive, whatever MAME_HOST says"),
     pytest.mark.skipif(not browser_available(), reason="needs selenium, chromium and chromium-driver (setup_env.sh)"),
 ]
 
