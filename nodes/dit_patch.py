@@ -28,7 +28,7 @@ import torch
 
 from ..mame_core import BlockAddress, BlockStep, MergeSettings, Schedule
 from .dit_inspect import DiTModel, family_name, token_grid
-from .families import IMAGE_THEN_PAD, TEXT_FIRST
+from .families import IMAGE_FIRST, IMAGE_THEN_PAD, TEXT_FIRST
 from .kit import ErrorStop, OnceLog, SamplingClock, sigma_of
 from .merge_recorder import MergeRecorder
 from .proportional_attention import bias_as_mask, sized_attention
@@ -197,6 +197,8 @@ class DiTMerge:
             start = call.context_tokens
         elif layout == IMAGE_THEN_PAD:  # the pad tokens after the image stay outside the merged span
             start = length - n - (-n) % self.model.pad_multiple
+        elif layout == IMAGE_FIRST:  # Wan HuMo: its reference frames follow the video
+            start = 0
         else:
             start = length - n
         if start < 0 or start + n > length:

@@ -20,8 +20,9 @@ IMAGE_LAST = "image_last"  # image at [L - N, L); anything before it is context 
 # image at [L - P - N, L - P), then P learned pad tokens, P = (-N) mod the model's pad multiple
 # (``Family.pad_attr``; no multiple on the model: P = 0); anything before it is context
 IMAGE_THEN_PAD = "image_then_pad"
+IMAGE_FIRST = "image_first"  # image at [0, N); anything after it is reference latents (Wan HuMo)
 LAYOUT_WORDS = {TEXT_FIRST: "text, image, [references]", IMAGE_LAST: "[context/references], image",
-                IMAGE_THEN_PAD: "[context], image, [image pad tokens]"}
+                IMAGE_THEN_PAD: "[context], image, [image pad tokens]", IMAGE_FIRST: "image, [references]"}
 
 # How MaMe knows which block an attention call belongs to.
 MODEL_LABELS = None  # the model sets transformer_options block_type / block_index itself
@@ -33,7 +34,7 @@ class Family:
     title: str  # what users call it
     classes: tuple[str, ...]  # ComfyUI class names (the first one in a model's MRO that matches wins)
     sequence: str  # the joint sequence of a self-attention call, in words (docs table)
-    layout: str | None = None  # TEXT_FIRST | IMAGE_LAST | IMAGE_THEN_PAD; None for pass-through families
+    layout: str | None = None  # TEXT_FIRST | IMAGE_LAST | IMAGE_THEN_PAD | IMAGE_FIRST; None for pass-through families
     stages: tuple[str, ...] = ()  # block kinds the schedule can address (stage names of mame_core.schedule)
     block_attr: str | None = MODEL_LABELS  # module list MaMe labels via patches_replace["dit"]
     # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT): MaMe
@@ -61,9 +62,23 @@ FAMILIES: tuple[Family, ...] = (
     Family("sd3", "SD3/3.5", ("MMDiT", "OpenAISignatureMMDITWrapper"),
            "context (+registers), image; SD3.5's x-only attn2: image only", IMAGE_LAST, ("blocks",),
            block_attr="joint_blocks"),
-    Family("wan", "Wan 2.1/2.2", ("WanModel",),
-           "self-attention: [reference], image; cross-attention: q image, k/v text (+257 CLIP tokens for I2V)",
+    # The Wan variants of v0.3.75 (docs/dit.md, "Wan 2.1/2.2 variants"; tests/test_dit_wan_variants.py)
+    Family("wan", "Wan 2.1/2.2 (T2V, I2V, 5B TI2V, Camera, Animate)", ("WanModel", "CameraWanModel", "AnimateWanModel"),
+           "self-attention: [reference], video; cross-attention: q video, k/v text (+257 CLIP tokens for I2V); "
+           "Camera's control and Animate's pose are added to the video tokens, Animate's face tokens only reach "
+           "its face adapter's attention (no override)",
            IMAGE_LAST, ("blocks",), block_attr="blocks", later_calls_cross=True, patch="(1, 2, 2)", video=True),
+    Family("wan_vace", "Wan 2.1 VACE", ("VaceWanModel",),
+           "self-attention: video; after some blocks a VACE hint block (self-attention over the control tokens, "
+           "left at full length; cross-attention to text); cross-attention: text",
+           IMAGE_LAST, ("blocks",), block_attr="blocks", later_calls_cross=True, patch="(1, 2, 2)", video=True),
+    Family("wan_humo", "Wan 2.1 HuMo", ("HumoWanModel",),
+           "self-attention: video, [reference frames]; cross-attention: text, then audio (16 tokens a frame)",
+           IMAGE_FIRST, ("blocks",), block_attr="blocks", later_calls_cross=True, patch="(1, 2, 2)", video=True),
+    Family("wan_s2v", "Wan 2.2 S2V", ("WanModel_S2V",),
+           "video, [reference frames], [motion frames]; audio by cross-attention after some blocks",
+           patch="(1, 2, 2)", video=True,
+           reason="its blocks call attention without transformer_options, so no attention override reaches them"),
     Family("hidream", "HiDream", ("HiDreamImageTransformer2DModel",),
            "image, text, per-block Llama tokens", masks="image-token mask",
            reason="image tokens are masked and interleaved with per-block Llama tokens"),

@@ -1,0 +1,152 @@
+"""MaMe on the Wan 2.1/2.2 variants ComfyUI v0.3.75 ships (issue 27), in-process with their real
+classes (tiny, seeded: embedded_host/wan_variant_models.py), each sampled through ComfyUI's
+sampler with the extra conditioning its model reads (VACE control frames, camera conditions,
+HuMo audio and reference frame, Animate pose latents, TI2V's per-frame timesteps).
+
+Per model call, each variant's attention calls follow a fixed pattern (``CALLS``): ``S`` a
+block's self-attention over the video tokens (merged), ``V`` a VACE hint block's
+self-attention over the control tokens (left at full length), ``x`` a cross-attention (text,
+CLIP image, audio: left alone)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import seeded
+from test_dit_e2e import counted, expected_merged, mame
+
+pytestmark = [pytest.mark.e2e, pytest.mark.dit]
+
+MERGING = ("ti2v", "vace", "camera", "humo", "animate")
+FRAMES, HEIGHT, WIDTH = 3, 16, 20  # latent; 3 x 8 x 10 = 240 video tokens
+CALLS = {"ti2v": "Sx" * 3, "vace": "SxVx" + "Sx" + "SxVx" + "Sx", "camera": "Sxx" * 3, "humo": "Sxx" * 3,
+         "animate": "Sxx" * 3}  # Camera and Animate: I2V cross-attention (CLIP, text); HuMo: text, audio
+REFERENCE_TOKENS = {"humo": 1 * 8 * 10}  # HuMo's reference frame follows the video in self-attention
+FAMILY = {"ti2v": "wan", "camera": "wan", "animate": "wan", "vace": "wan_vace", "humo": "wan_humo",
+          "s2v": "wan_s2v"}
+
+
+def latent_shape(variant):
+    from embedded_host.wan_variant_models import LATENT_CHANNELS
+
+    return (1, LATENT_CHANNELS.get(variant, 16), FRAMES, HEIGHT, WIDTH)
+
+
+@pytest.fixture(scope="module")
+def host(dit_host):
+    return dit_host
+
+
+@pytest.fixture(scope="module")
+def variants(host):
+    from embedded_host.wan_variant_models import build_variant
+
+    return {name: build_variant(name) for name in MERGING + ("s2v",)}
+
+
+def sample(model, variant, steps=1, cfg=2.0):
+    import comfy.sample
+
+    from embedded_host.wan_variant_models import variant_conditioning
+
+    shape = latent_shape(variant)
+    noise = torch.randn(shape, generator=seeded(0))
+    mask = None
+    if variant == "ti2v":  # TI2V keeps its first frame: WAN22 turns the mask into per-frame timesteps
+        mask = torch.ones(1, 1, *shape[2:])
+        mask[:, :, 0] = 0.0
+    with torch.no_grad():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", variant_conditioning(variant, shape),
+                                   variant_conditioning(variant, shape, seed=2), torch.zeros(shape), noise_mask=mask,
+                                   seed=0, disable_pbar=True)
+
+
+def test_each_variant_class_has_its_registry_entry(host, variants):
+    families = host.nodes.families
+    for name, model in variants.items():
+        family = families.family_of_class(type(model.model.diffusion_model))
+        assert family is not None and family.name == FAMILY[name], (name, family)
+        assert family.merges == (name != "s2v")
+
+
+@pytest.mark.parametrize("variant", MERGING)
+def test_ratio_zero_is_bit_identical_to_no_node(host, variants, variant):
+    base = sample(variants[variant], variant)
+    assert torch.equal(sample(mame(host, variants[variant], ratio=0.0), variant), base)
+
+
+@pytest.mark.parametrize("variant", MERGING)
+def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(host, variants, variant):
+    model, counter = counted(variants[variant])
+    base = sample(model, variant)
+    full = list(counter.calls)
+    counter.calls.clear()
+    out = sample(mame(host, model), variant)
+    grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
+    n = grid[0] * grid[1] * grid[2]
+    merged = expected_merged(host, "wan", grid)
+    ref = REFERENCE_TOKENS.get(variant, 0)
+    pattern = CALLS[variant]
+    assert merged < n and len(full) == len(counter.calls) == len(pattern), (len(full), len(counter.calls))
+    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(pattern, full, counter.calls, strict=True):
+        assert b == b2
+        if kind == "S":
+            assert q_full == k_full == n + ref and q_len == k_len == merged + ref, (variant, q_full, q_len)
+        elif kind == "V":  # the VACE hint block: control tokens on the same grid, at full length
+            assert q_full == k_full == n and (q_len, k_len) == (q_full, k_full)
+        else:
+            assert k_full != q_full and (q_len, k_len) == (q_full, k_full), (variant, q_full, k_full, q_len)
+    change = ((out - base).norm() / base.norm()).item()
+    assert 1e-3 < change < 0.5, change
+
+
+def test_humo_reference_frame_stays_outside_the_merged_span(host, variants):
+    # A per-token "attention" (output = v) over video tokens that are copies of their 8x8 tile and a
+    # reference frame that differs from every video token: the reference tokens come back exactly.
+    from test_dit_e2e import tiled_image
+
+    dit_patch = host.nodes.dit_patch
+    override = mame(host, variants["humo"]).model_options["transformer_options"]["optimized_attention_override"]
+    override.step.start_call(0.0, torch.device("cpu"))
+    heads, dim, grid = 2, 16, (16, 16)
+    n, ref = 256, 64
+    g = seeded(7)
+    v = torch.cat([tiled_image(heads, dim, grid, g), torch.randn(1, heads, ref, dim, generator=g) * 10], dim=2)
+    seen = []
+
+    def values_as_output(q, k, v, heads, skip_reshape=False, **kwargs):
+        seen.append(q.shape[1])
+        return v
+
+    options = {dit_patch.CALL_KEY: dit_patch.CallInfo((1, 16, 16), 12), dit_patch.BLOCK_KEY: ("blocks", 0),
+               dit_patch.ATTN_COUNT_KEY: 0}
+    out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, skip_reshape=True,
+                   transformer_options=options)
+    expected = v.transpose(1, 2).reshape(1, n + ref, heads * dim)
+    assert seen == [expected_merged(host, "wan", (1, 16, 16)) + ref]
+    assert torch.equal(out[:, n:], expected[:, n:])
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)
+
+
+@pytest.mark.parametrize("variant", ["vace", "humo"])
+def test_blocks_are_addressable(host, variants, variant):
+    model, counter = counted(variants[variant])
+    sample(mame(host, model, overrides="blocks_1 = off"), variant)
+    self_calls = [q for kind, (_, q, _) in zip(CALLS[variant], counter.calls, strict=True) if kind == "S"]
+    full = FRAMES * (HEIGHT // 2) * (WIDTH // 2) + REFERENCE_TOKENS.get(variant, 0)
+    assert [q == full for q in self_calls] == [i == 1 for i in range(len(self_calls))], self_calls
+
+
+def test_s2v_passes_through_with_one_warning_that_names_the_reason(host, variants, caplog):
+    # S2V's blocks call attention without transformer_options: an override sees none of their calls
+    model, counter = counted(variants["s2v"])
+    base = sample(model, "s2v")
+    assert counter.calls == []
+    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
+        patched = mame(host, variants["s2v"])
+    assert patched is variants["s2v"]
+    assert torch.equal(sample(patched, "s2v"), sample(variants["s2v"], "s2v"))
+    assert torch.isfinite(base).all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "S2V" in warnings[0] and "transformer_options" in warnings[0], warnings
