@@ -46,6 +46,7 @@ ATTN_COUNT_KEY = "mame_dit_attn_calls"  # attention calls so far in the labelled
 class CallInfo:
     grid: tuple[int, ...]  # (h, w) or (frames, h, w) of the image tokens
     context_tokens: int  # text tokens the model was given (Flux-like: they come first)
+    trailing_tokens: int = 0  # IMAGE_LAST: tokens after the image (Wan Phantom's subject frames)
 
     @property
     def image_tokens(self) -> int:
@@ -106,7 +107,9 @@ class DiTMerge:
         try:
             grid = token_grid(x.shape, self.model.patch)
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
-            transformer_options[CALL_KEY] = CallInfo(grid, context)
+            subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
+            trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
+            transformer_options[CALL_KEY] = CallInfo(grid, context, trailing_tokens=trailing)
             transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
             if self.recorder.armed:
@@ -200,7 +203,7 @@ class DiTMerge:
         elif layout == IMAGE_FIRST:  # Wan HuMo: its reference frames follow the video
             start = 0
         else:
-            start = length - n
+            start = length - n - call.trailing_tokens
         if start < 0 or start + n > length:
             self.once.warn(("span", length, n), f"MaMe: {length} tokens cannot hold the {n} image tokens of grid "
                                                  f"{call.grid} in {self.model.name}; attention left at full length")

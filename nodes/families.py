@@ -64,7 +64,7 @@ FAMILIES: tuple[Family, ...] = (
            block_attr="joint_blocks"),
     # The Wan variants of v0.3.75 (docs/dit.md, "Wan 2.1/2.2 variants"; tests/test_dit_wan_variants.py)
     Family("wan", "Wan 2.1/2.2 (T2V, I2V, 5B TI2V, Camera, Animate)", ("WanModel", "CameraWanModel", "AnimateWanModel"),
-           "self-attention: [reference], video; cross-attention: q video, k/v text (+257 CLIP tokens for I2V); "
+           "self-attention: [reference], video, [Phantom subject frames]; cross-attention: q video, k/v text (+257 CLIP tokens for I2V); "
            "Camera's control and Animate's pose are added to the video tokens, Animate's face tokens only reach "
            "its face adapter's attention (no override)",
            IMAGE_LAST, ("blocks",), block_attr="blocks", later_calls_cross=True, patch="(1, 2, 2)", video=True),

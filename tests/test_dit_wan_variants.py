@@ -1,7 +1,8 @@
 """MaMe on the Wan 2.1/2.2 variants ComfyUI v0.3.75 ships (issue 27), in-process with their real
 classes (tiny, seeded: embedded_host/wan_variant_models.py), each sampled through ComfyUI's
 sampler with the extra conditioning its model reads (VACE control frames, camera conditions,
-HuMo audio and reference frame, Animate pose latents, TI2V's per-frame timesteps).
+HuMo audio and reference frame, Animate pose latents, TI2V's per-frame timesteps), and
+Phantom (the plain WanModel with subject frames appended along time, ``time_dim_concat``).
 
 Per model call, each variant's attention calls follow a fixed pattern (``CALLS``): ``S`` a
 block's self-attention over the video tokens (merged), ``V`` a VACE hint block's
@@ -101,32 +102,37 @@ def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(ho
     assert 1e-3 < change < 0.5, change
 
 
-def test_humo_reference_frame_stays_outside_the_merged_span(host, variants):
-    # A per-token "attention" (output = v) over video tokens that are copies of their 8x8 tile and a
-    # reference frame that differs from every video token: the reference tokens come back exactly.
+def reference_tokens_come_back_exact(host, model, extra, call_info, seed):
+    """A per-token "attention" (output = v) over 16x16 video tokens that are copies of their 8x8
+    tile, followed by ``extra`` tokens unlike any video token: the call runs on the merged video
+    plus the extra tokens, and the extra tokens come back exactly."""
     from test_dit_e2e import tiled_image
 
     dit_patch = host.nodes.dit_patch
-    override = mame(host, variants["humo"]).model_options["transformer_options"]["optimized_attention_override"]
+    override = mame(host, model).model_options["transformer_options"]["optimized_attention_override"]
     override.step.start_call(0.0, torch.device("cpu"))
-    heads, dim, grid = 2, 16, (16, 16)
-    n, ref = 256, 64
-    g = seeded(7)
-    v = torch.cat([tiled_image(heads, dim, grid, g), torch.randn(1, heads, ref, dim, generator=g) * 10], dim=2)
+    heads, dim, n = 2, 16, 256
+    g = seeded(seed)
+    v = torch.cat([tiled_image(heads, dim, (16, 16), g), torch.randn(1, heads, extra, dim, generator=g) * 10], dim=2)
     seen = []
 
     def values_as_output(q, k, v, heads, skip_reshape=False, **kwargs):
         seen.append(q.shape[1])
         return v
 
-    options = {dit_patch.CALL_KEY: dit_patch.CallInfo((1, 16, 16), 12), dit_patch.BLOCK_KEY: ("blocks", 0),
-               dit_patch.ATTN_COUNT_KEY: 0}
+    options = {dit_patch.CALL_KEY: call_info, dit_patch.BLOCK_KEY: ("blocks", 0), dit_patch.ATTN_COUNT_KEY: 0}
     out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, skip_reshape=True,
                    transformer_options=options)
-    expected = v.transpose(1, 2).reshape(1, n + ref, heads * dim)
-    assert seen == [expected_merged(host, "wan", (1, 16, 16)) + ref]
+    expected = v.transpose(1, 2).reshape(1, n + extra, heads * dim)
+    assert seen == [expected_merged(host, "wan", (1, 16, 16)) + extra]
     assert torch.equal(out[:, n:], expected[:, n:])
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)
+
+
+def test_humo_reference_frame_stays_outside_the_merged_span(host, variants):
+    # HuMo (layout image_first): the reference frame's tokens follow the video
+    call = host.nodes.dit_patch.CallInfo((1, 16, 16), 12)
+    reference_tokens_come_back_exact(host, variants["humo"], 64, call, seed=7)
 
 
 @pytest.mark.parametrize("variant", ["vace", "humo"])
@@ -150,3 +156,51 @@ def test_s2v_passes_through_with_one_warning_that_names_the_reason(host, variant
     assert torch.isfinite(base).all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "S2V" in warnings[0] and "transformer_options" in warnings[0], warnings
+
+
+@pytest.fixture(scope="module")
+def phantom(host):
+    from embedded_host.dit_models import build_model
+
+    return build_model("wan")
+
+
+def sample_phantom(model, subjects=1):
+    # Wan Phantom (WanPhantomSubjectToVideo): the subject images' latents go in as time_dim_concat,
+    # which WanModel appends to the video along time: self-attention over video, then subject frames
+    import comfy.sample
+
+    from embedded_host.dit_models import conditioning
+
+    shape = (1, 16, FRAMES, HEIGHT, WIDTH)
+    extras = {"time_dim_concat": torch.randn(1, 16, subjects, HEIGHT, WIDTH, generator=seeded(8))}
+    cond, uncond = conditioning("wan"), conditioning("wan", seed=2)
+    for c in (cond, uncond):
+        c[0][1].update(extras)
+    with torch.no_grad():
+        return comfy.sample.sample(model, torch.randn(shape, generator=seeded(0)), 1, 2.0, "euler", "simple", cond,
+                                   uncond, torch.zeros(shape), seed=0, disable_pbar=True)
+
+
+def test_phantom_merges_the_video_and_leaves_the_subject_frames_alone(host, phantom):
+    assert torch.equal(sample_phantom(mame(host, phantom, ratio=0.0)), sample_phantom(phantom))
+    model, counter = counted(phantom)
+    base = sample_phantom(model)
+    full = list(counter.calls)
+    counter.calls.clear()
+    out = sample_phantom(mame(host, model))
+    grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
+    n, subjects = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
+    merged = expected_merged(host, "wan", grid)
+    for kind, (_, q_full, k_full), (_, q_len, k_len) in zip("Sx" * 3, full, counter.calls, strict=True):
+        if kind == "S":
+            assert q_full == k_full == n + subjects and q_len == k_len == merged + subjects, (q_full, q_len)
+        else:
+            assert (q_len, k_len) == (q_full, k_full)
+    assert 1e-3 < ((out - base).norm() / base.norm()).item() < 0.5
+
+
+def test_phantom_subject_tokens_stay_outside_the_merged_span(host, phantom):
+    # Wan (layout image_last) with time_dim_concat: the subject frames' tokens follow the video
+    call = host.nodes.dit_patch.CallInfo((1, 16, 16), 12, trailing_tokens=64)
+    reference_tokens_come_back_exact(host, phantom, 64, call, seed=9)
