@@ -143,7 +143,7 @@ class MaMeAttentionPatch:
         if plan.is_identity:
             return None
         if self.recorder.armed and not torch.compiler.is_compiling():
-            self.recorder.record(n, grid, self.step, address)
+            self.recorder.record(n, grid, self.step, address, plan)
         extra_options[MERGED_MARK] = plan
         if self.settings.mode == "qkv":
             self._pending = plan

@@ -6,6 +6,7 @@ pay nothing.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +63,9 @@ class MergeRecorder:
     error: str | None = None  # what stopped merging or recording, shown by the map node
     row: int | None = None  # the row of the model call's batch to record, None: skip this call
     _steps: list = field(default_factory=list)
+    # plan -> the map drawn when it was made: a plan reused by later layers or steps
+    # (plan_reuse_steps, share_layers) shows the merge it applies, not a fresh one
+    _by_plan: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     def set_rows(self, cond_or_uncond, batch: int) -> None:
         """Called once per model call with ComfyUI's chunk list (0 = cond, 1 = uncond)."""
@@ -72,7 +76,7 @@ class MergeRecorder:
         chunk = next((i for i, kind in enumerate(cond_or_uncond) if kind == 0), None)
         self.row = None if chunk is None else chunk * per_chunk + min(self.batch_index, per_chunk - 1)
 
-    def record(self, n, grid, step, address) -> None:
+    def record(self, n, grid, step, address, plan=None) -> None:
         """Analyse one block's merge on the host (the map is drawn on the CPU anyway)."""
         if self.row is None or self.row >= n.shape[0]:
             return
@@ -84,9 +88,13 @@ class MergeRecorder:
             if progress not in self._steps:
                 self._steps.append(progress)
             index = self._steps.index(progress)
-            tokens = n[self.row].detach().to("cpu", dtype=torch.float32)
-            settings = step.settings.with_ratio(step.ratio_for(address))
-            merge_map = describe_merges(tokens, grid[0], grid[1], settings, step.pattern_of(address))
+            merge_map = self._by_plan.get(plan) if plan is not None else None
+            if merge_map is None:
+                tokens = n[self.row].detach().to("cpu", dtype=torch.float32)
+                settings = step.settings.with_ratio(step.ratio_for(address))
+                merge_map = describe_merges(tokens, grid[0], grid[1], settings, step.pattern_of(address))
+                if plan is not None:
+                    self._by_plan[plan] = merge_map
             self.runs[-1][(address.block, address.layer, index)] = Recording(merge_map, index, progress, address.level)
         except Exception as err:  # a map that cannot be drawn must not switch merging off
             if self.error is None:

@@ -45,3 +45,16 @@ def test_a_blocks_second_layer_shares_the_first_layers_plan(two_layer_model):
     assert step.plans.reused > 0
     assert any(record.layers == frozenset({0, 1}) for record in step.records.values())
     assert not torch.equal(a, b)
+
+
+def test_the_merge_map_shows_the_plan_a_layer_used(two_layer_model):
+    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
+              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1], "batch_index": 0}}}
+    maps = {}
+    for share in (False, True):
+        patched = mame_patch(two_layer_model, threshold=-1.0, share_layers=share, prompt=prompt, unique_id="2")
+        sample(patched, steps=1)
+        recorder = the_patch(patched).recorder
+        maps[share] = (recorder.pick("input_1", 0, 0).merge_map, recorder.pick("input_1", 1, 0).merge_map)
+    assert maps[True][0] is maps[True][1]  # the second layer applied the first layer's plan
+    assert not torch.equal(maps[False][0].group, maps[False][1].group)  # each layer planned its own
