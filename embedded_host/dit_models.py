@@ -15,6 +15,10 @@ and depths, filled with seeded values at the scale of a trained model (unit norm
   zimage NextDiT as Z-Image lays it out (caption and image padded with learned tokens to a
         multiple of 32, one context and one noise refiner block, then the main layers; 3-axis
         RoPE, Z-Image's modulation and time scale), 256 wide, 4 heads.
+  hunyuan_video HunyuanVideo 1.0 (token refiner on the text, double blocks over image then
+        text, single blocks, 3-D RoPE, patch (1, 2, 2)), 128 wide, 2 heads.
+  hunyuan_image the same class as HunyuanImage 2.1 lays it out (2-D latent of 64 channels,
+        patch 1, byT5 glyph tokens after the text, no pooled vector).
 
 ``python -m embedded_host.dit_models --host DIR sd3 OUT.safetensors`` writes a diffusion
 model file for ComfyUI's UNETLoader.
@@ -57,11 +61,21 @@ CONFIGS = {
         "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
         "pad_tokens_multiple": 32,
     },
+    "hunyuan_video": {  # model_detection's HunyuanVideo 1.0 entry at a small width (real: 3072 wide, 24 heads)
+        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
+        "context_in_dim": 64, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+        "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 256, "patch_size": [1, 2, 2],
+        "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False,
+        "use_cond_type_embedding": False, "vision_in_dim": None,
+    },
 }
+CONFIGS["hunyuan_image"] = {**CONFIGS["hunyuan_video"], "in_channels": 64, "out_channels": 64, "vec_in_dim": None,
+                            "axes_dim": [32, 32], "patch_size": [1, 1], "byt5": True}
 # Width of the conditioning each tiny model takes: (text tokens' channels, pooled vector size or None).
 # SD3 takes the widths of its real text encoders (CLIP-L/G padded to 4096, pooled L+G 2048), so
 # the server test can condition it with a generated CLIP-L through ComfyUI's own CLIPLoader.
-CONDITIONING = {"flux": (64, 32), "flux2": (64, None), "sd3": (4096, 2048), "wan": (64, None), "zimage": (64, None)}
+CONDITIONING = {"flux": (64, 32), "flux2": (64, None), "sd3": (4096, 2048), "wan": (64, None), "zimage": (64, None),
+                "hunyuan_video": (64, 32), "hunyuan_image": (64, None)}
 LATENT_CHANNELS = 16
 
 
@@ -70,7 +84,8 @@ def _model_config(family: str):
     from comfy import supported_models
 
     cls = {"flux": supported_models.Flux, "flux2": supported_models.Flux2, "sd3": supported_models.SD3,
-           "wan": supported_models.WAN21_T2V, "zimage": supported_models.ZImage}[family]
+           "wan": supported_models.WAN21_T2V, "zimage": supported_models.ZImage,
+           "hunyuan_video": supported_models.HunyuanVideo, "hunyuan_image": supported_models.HunyuanImage21}[family]
     config = cls(dict(CONFIGS[family]))
     config.set_inference_dtype(torch.float32, None)
     return config

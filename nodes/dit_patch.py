@@ -46,6 +46,7 @@ ATTN_COUNT_KEY = "mame_dit_attn_calls"  # attention calls so far in the labelled
 class CallInfo:
     grid: tuple[int, ...]  # (h, w) or (frames, h, w) of the image tokens
     context_tokens: int  # text tokens the model was given (Flux-like: they come first)
+    leading_tokens: int = 0  # IMAGE_FIRST: tokens before the image (HunyuanVideo's ref_latent)
     trailing_tokens: int = 0  # IMAGE_LAST: tokens after the image (Wan Phantom's subject frames)
 
     @property
@@ -72,6 +73,24 @@ def _replace_span(t: torch.Tensor, start: int, length: int, fn) -> torch.Tensor:
     if start == 0 and length == t.shape[1]:
         return fn(t)
     return torch.cat([t[:, :start], fn(t[:, start:start + length]), t[:, start + length:]], dim=1)
+
+
+def _one_key_row(mask: torch.Tensor, length: int) -> bool:
+    """An additive mask that is one row over the ``length`` keys, broadcast over heads and
+    queries (``[B or 1, 1, L]`` or ``[B or 1, 1, 1, L]``: HunyuanVideo's text pad mask)."""
+    return (torch.is_floating_point(mask) and mask.dim() in (3, 4) and mask.shape[-1] == length
+            and math.prod(mask.shape[1:-1]) == 1)
+
+
+def _merged_key_mask(mask: torch.Tensor, plan, start: int, n: int, batch: int) -> torch.Tensor:
+    """The key mask ``[B, 1, 1, L']`` for the merged keys: its image part merged as the image
+    tokens are (exact where a group's keys share one value, as HunyuanVideo's zeros over the
+    image do; floored at -1e4, still masked for softmax, so that averaging cannot overflow),
+    the rest (text) kept."""
+    rows = mask.reshape(mask.shape[0], mask.shape[-1]).expand(batch, -1)
+    image = rows[:, start:start + n].float().clamp(min=-1e4).unsqueeze(-1).contiguous()
+    merged = plan.merge(image)[..., 0].to(mask.dtype)
+    return torch.cat([rows[:, :start], merged, rows[:, start + n:]], dim=1)[:, None, None, :]
 
 
 @dataclass
@@ -107,9 +126,11 @@ class DiTMerge:
         try:
             grid = token_grid(x.shape, self.model.patch)
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
+            ref = kwargs.get("ref_latent")  # HunyuanVideo: a reference latent's tokens come before the image
+            leading = math.prod(token_grid(ref.shape, self.model.patch)) if isinstance(ref, torch.Tensor) else 0
             subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
             trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
-            transformer_options[CALL_KEY] = CallInfo(grid, context, trailing_tokens=trailing)
+            transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing)
             transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
             if self.recorder.armed:
@@ -183,13 +204,15 @@ class DiTMerge:
         counted = bool(self.model.family.counted_after)
         address = self._address(options) if counted else None  # counted families: every call counts
         mask = rest[0] if len(rest) == 1 else kwargs.get("mask")  # NextDiT passes its mask positionally
-        if len(rest) > 1 or mask is not None:
+        if len(rest) > 1 or (mask is not None and not self.model.family.key_mask):
             return None
         heads_first = bool(kwargs.get("skip_reshape", False))
         seq = 2 if heads_first else 1
         length = q.shape[seq]
         if k.shape[seq] != length or v.shape[seq] != length:
             return None  # cross-attention (Wan's text attention): left alone
+        if mask is not None and not _one_key_row(mask, length):
+            return None  # not one row over the keys (HunyuanVideo's token refiner): left alone
         if not counted:
             address = self._address(options)
         if address is None:
@@ -201,7 +224,7 @@ class DiTMerge:
         elif layout == IMAGE_THEN_PAD:  # the pad tokens after the image stay outside the merged span
             start = length - n - (-n) % self.model.pad_multiple
         elif layout == IMAGE_FIRST:  # Wan HuMo: its reference frames follow the video
-            start = 0
+            start = call.leading_tokens  # HunyuanVideo: its ref_latent tokens (if any) come first
         else:
             start = length - n - call.trailing_tokens
         if start < 0 or start + n > length:
@@ -221,12 +244,15 @@ class DiTMerge:
             member.recorder.record(vf[:, start:start + frame], call.grid[-2:], member.step, address)
         key = f"{address.stage}_{address.index}"
         self.last_call[key] = (n, plan.merged_tokens)
-        return lambda run, as_mask: self._attend(run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first)
+        return lambda run, as_mask: self._attend(run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first,
+                                                 mask)
 
-    def _attend(self, run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first):
+    def _attend(self, run, as_mask, plan, start, n, qf, kf, vf, heads, kwargs, heads_first, mask=None):
         k2, v2 = (_replace_span(t, start, n, plan.merge) for t in (kf, vf))
         q2 = _replace_span(qf, start, n, plan.merge) if self.mode == "qkv" else qf
         call = dict(kwargs)
+        if mask is not None:
+            call["mask"] = _merged_key_mask(mask, plan, start, n, qf.shape[0])
         call["skip_reshape"] = False
         call.pop("heads", None)
         want_heads_first = bool(call.pop("skip_output_reshape", False))

@@ -20,9 +20,11 @@ IMAGE_LAST = "image_last"  # image at [L - N, L); anything before it is context 
 # image at [L - P - N, L - P), then P learned pad tokens, P = (-N) mod the model's pad multiple
 # (``Family.pad_attr``; no multiple on the model: P = 0); anything before it is context
 IMAGE_THEN_PAD = "image_then_pad"
-IMAGE_FIRST = "image_first"  # image at [0, N); anything after it is reference latents (Wan HuMo)
+# image at [R, R + N), R = the reference tokens before it (HunyuanVideo's ref_latent, read by the
+# model wrapper; else 0); anything after it is left alone (Wan HuMo's reference frames, HunyuanVideo's text)
+IMAGE_FIRST = "image_first"
 LAYOUT_WORDS = {TEXT_FIRST: "text, image, [references]", IMAGE_LAST: "[context/references], image",
-                IMAGE_THEN_PAD: "[context], image, [image pad tokens]", IMAGE_FIRST: "image, [references]"}
+                IMAGE_THEN_PAD: "[context], image, [image pad tokens]", IMAGE_FIRST: "[reference], image, [text/references]"}
 
 # How MaMe knows which block an attention call belongs to.
 MODEL_LABELS = None  # the model sets transformer_options block_type / block_index itself
@@ -43,6 +45,10 @@ class Family:
     counted_after: tuple[str, ...] = ()
     pad_attr: str | None = None  # IMAGE_THEN_PAD: the model attribute holding the pad multiple
     later_calls_cross: bool = False  # attention calls after the first in a block are cross-attention
+    # A mask over the keys of the joint sequence (one row, broadcast over queries: HunyuanVideo's
+    # text pad mask) is shortened with the merge: its image part merged like the image tokens,
+    # the rest kept. Other families leave masked calls at full length.
+    key_mask: bool = False
     patch: str = "2"  # patch size in words (docs table); the real one is read from the model
     masks: str = "none"  # masks and pad tokens in words (docs table)
     video: bool = False
@@ -88,9 +94,11 @@ FAMILIES: tuple[Family, ...] = (
            pad_attr="pad_tokens_multiple",
            masks="Z-Image: learned pad tokens to a multiple of 32 on caption and image, never merged; "
                  "caption mask in the context refiner only"),
-    Family("hunyuan_video", "HunyuanVideo 1.0/1.5, HunyuanImage 2.1", ("HunyuanVideo",), "image, text",
-           patch="(1, 2, 2)", masks="text under a mask", video=True,
-           reason="text tokens sit behind the image under a mask"),
+    Family("hunyuan_video", "HunyuanVideo 1.0/1.5, HunyuanImage 2.1", ("HunyuanVideo",),
+           "[reference], image, text (+byT5, +vision tokens) (token refiner: text only)", IMAGE_FIRST,
+           ("double", "single"), patch="(1, 2, 2) (HunyuanImage 2.1: 1)",
+           masks="text pad mask over the keys: image part merged with the image (zeros stay zeros), "
+                 "text part kept; the token refiner's text-only mask left alone", video=True, key_mask=True),
     Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, pixel patches",
            patch="16 (pixels)", reason="pixel-space patches"),
 )

@@ -29,9 +29,11 @@ def bias_as_mask(attention, device: torch.device) -> bool:
 
 def sized_attention(attention, q, k, v, heads: int, log_size: torch.Tensor, as_mask: bool, **kwargs):
     """``attention(q, k, v, heads, **kwargs)`` (q, k, v ``[B, N, heads*d]``) with ``log_size``
-    (``[B, keys]``) added to each key's logits. The caller has no mask of its own (``mask``
-    absent or None)."""
+    (``[B, keys]``) added to each key's logits. A ``mask`` of the caller's own must be additive
+    and ``[B, 1, 1, keys]`` (one row over the keys); the bias is added to it."""
     if as_mask:
-        return attention(q, k, v, heads, **{**kwargs, "mask": key_bias_mask(log_size, q.dtype)})
+        bias = key_bias_mask(log_size, q.dtype)
+        own = kwargs.get("mask")
+        return attention(q, k, v, heads, **{**kwargs, "mask": bias if own is None else own + bias})
     q2, k2, v2, restore = add_size_channel(q, k, v, log_size, heads)
     return restore(attention(q2, k2, v2, heads, **kwargs))

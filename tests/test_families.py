@@ -50,6 +50,9 @@ def test_layouts_and_block_labels_are_consistent():
     nextdit = families.BY_CLASS["NextDiT"]
     assert nextdit.merges and nextdit.layout == families.IMAGE_THEN_PAD and nextdit.stages == ("blocks",)
     assert nextdit.counted_after == ("context_refiner", "noise_refiner") and nextdit.pad_attr == "pad_tokens_multiple"
+    hunyuan = families.BY_CLASS["HunyuanVideo"]
+    assert hunyuan.merges and hunyuan.layout == families.IMAGE_FIRST and hunyuan.stages == ("double", "single")
+    assert [f.name for f in families.FAMILIES if f.key_mask] == ["hunyuan_video"]  # the one family with a key mask
 
 
 def test_class_names_are_unique_and_defined_by_the_2025_host():
