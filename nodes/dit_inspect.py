@@ -58,6 +58,8 @@ def inspect_dit(model_patcher) -> DiTModel | None:
         return None
     if family.block_attr is not None:
         blocks = {family.stages[0]: len(getattr(inner, family.block_attr))}
+        if family.single_attr is not None:
+            blocks[family.stages[1]] = len(getattr(inner, family.single_attr))
     else:
         blocks = {
             "double": len(getattr(inner, "double_blocks", getattr(inner, "transformer_blocks", ()))),

@@ -305,9 +305,11 @@ def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: S
     if dit.family.block_attr is not None and not dit.family.counted_after:
         stage = dit.family.stages[0]
         replaced = options.get("patches_replace", {}).get("dit", {})
-        for i in range(dit.blocks[stage]):
-            previous = replaced.get(("double_block", i))
-            patched.set_model_patch_replace(mame.block_labeller(stage, i, previous), "dit", "double_block", i)
+        lists = [(stage, "double_block")] + ([(dit.family.stages[1], "single_block")] if dit.family.single_attr else [])
+        for stage, kind in lists:  # AuraFlow: its single layers too
+            for i in range(dit.blocks[stage]):
+                previous = replaced.get((kind, i))
+                patched.set_model_patch_replace(mame.block_labeller(stage, i, previous), "dit", kind, i)
     targets = [f"{stage}_{i}" for stage, count in dit.blocks.items() for i in range(count)
                if schedule.ratio_for(stage, i, 1) > 0]
     log.info("MaMe: %s (%s); %s; blocks: %s", dit.name, family_name(model_patcher), schedule.describe(),

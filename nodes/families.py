@@ -39,6 +39,9 @@ class Family:
     layout: str | None = None  # TEXT_FIRST | IMAGE_LAST | IMAGE_THEN_PAD | IMAGE_FIRST; None for pass-through families
     stages: tuple[str, ...] = ()  # block kinds the schedule can address (stage names of mame_core.schedule)
     block_attr: str | None = MODEL_LABELS  # module list MaMe labels via patches_replace["dit"]
+    # A second module list MaMe labels via patches_replace["dit"] ("single_block", i), as stage
+    # ``stages[1]`` (AuraFlow's single layers; ``block_attr``'s are the "double_block" ones)
+    single_attr: str | None = None
     # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT): MaMe
     # labels ``block_attr``'s blocks by counting the attention calls of each model call, after
     # one call per block of these module lists, which run first.
@@ -101,15 +104,42 @@ FAMILIES: tuple[Family, ...] = (
                  "text part kept; the token refiner's text-only mask left alone", video=True, key_mask=True),
     Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, pixel patches",
            patch="16 (pixels)", reason="pixel-space patches"),
+    # The image/video DiTs of v0.3.75 named by issue 27 (docs/dit.md, "More families";
+    # tests/test_dit_more_families.py)
+    Family("auraflow", "AuraFlow", ("comfy.ldm.aura.mmdit.MMDiT",), "8 registers, text, image", IMAGE_LAST,
+           ("double", "single"), block_attr="double_layers", single_attr="single_layers"),
+    Family("mochi", "Mochi (Genmo)", ("AsymmDiTJoint",), "video, text (unpadded T5 tokens only)", IMAGE_FIRST,
+           ("blocks",), block_attr="blocks", patch="(1, 2, 2)", video=True),
+    Family("pixart", "PixArt-α/Σ", ("PixArtMS",), "self-attention: image; cross-attention: text",
+           reason="its attention (pixart/blocks.py AttentionKVCompress, MultiHeadCrossAttention) calls "
+                  "optimized_attention without transformer_options, so no attention override reaches it"),
+    Family("hunyuan_dit", "HunyuanDiT", ("HunYuanDiT",), "self-attention: image; cross-attention: CLIP + mT5 text",
+           masks="text pad tokens replaced by a learned padding",
+           reason="its attention (hydit/attn_layers.py Attention, CrossAttention) calls optimized_attention "
+                  "without transformer_options, so no attention override reaches it"),
+    Family("cosmos", "Cosmos 1 (Cosmos-1.0-Diffusion)", ("GeneralDIT",),
+           "self-attention: video; cross-attention: text", patch="(1, 2, 2)", video=True,
+           reason="its blocks carry no block labels and run no patches_replace['dit'], and each block makes two "
+                  "attention calls (self, then cross), which MaMe's call counting (one call per block) cannot number"),
+    Family("cosmos_predict2", "Cosmos Predict2", ("MiniTrainDIT",), "self-attention: video; cross-attention: text",
+           patch="(1, 2, 2)", video=True,
+           reason="its blocks carry no block labels and run no patches_replace['dit'], and each block makes two "
+                  "attention calls (self, then cross), which MaMe's call counting (one call per block) cannot number"),
+    Family("omnigen2", "OmniGen2", ("OmniGen2Transformer2DModel",), "text, [reference images], image",
+           masks="text and image pad masks in the refiners",
+           reason="its layers carry no block labels and run no patches_replace['dit'], and the refiner calls before "
+                  "them change with the reference images (ref_image_refiner runs only with them), so counting "
+                  "calls cannot number its blocks"),
 )
 
 BY_CLASS = {cls: family for family in FAMILIES for cls in family.classes}
 
 
 def family_of_class(cls) -> Family | None:
-    """The registry entry of a model class: the first class in its MRO the registry names."""
+    """The registry entry of a model class: the first class in its MRO the registry names, by its
+    module-qualified name (two host classes are called ``MMDiT``: SD3's and AuraFlow's) or its name."""
     for base in cls.__mro__:
-        family = BY_CLASS.get(base.__name__)
+        family = BY_CLASS.get(f"{base.__module__}.{base.__qualname__}") or BY_CLASS.get(base.__name__)
         if family is not None:
             return family
     return None
@@ -144,7 +174,7 @@ def docs_table() -> str:
             label = (f"MaMe labels `{f.block_attr}` by counting attention calls (after "
                      + ", ".join(f"`{a}`" for a in f.counted_after) + ", left at full length)")
         else:
-            label = f"MaMe labels `{f.block_attr}` (dit replace)"
+            label = f"MaMe labels `{f.block_attr}`" + (f" and `{f.single_attr}`" if f.single_attr else "") + " (dit replace)"
         if f.later_calls_cross:
             label += "; later attention calls in a block are cross-attention"
         rows.append(f"| {f.title} ({classes}) | {f.sequence} | {f.masks} | {stages} | {label} | {f.patch} | "

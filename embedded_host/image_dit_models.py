@@ -1,0 +1,62 @@
+"""Tiny image and video DiTs of ComfyUI v0.3.75 beyond ``dit_models`` (issue 27), built from the
+host's own model classes with seeded weights (as ``dit_models``: real architectures at small
+width and depth), and the conditioning each model reads, so the sampler drives its real forward.
+
+  auraflow   MMDiT (AuraFlow): 2 double (joint) layers, 2 single layers over [registers + text,
+             image], 128 wide, 2 heads, patch 2.
+  mochi      AsymmDiTJoint (Genmo Mochi): 3 joint blocks over [video, text], 3-D RoPE, video
+             128 wide, text 64 wide, 2 heads, patch (1, 2, 2), 12-channel latent.
+  pixart     PixArtMS as PixArt-Sigma lays it out (passes through: nodes/families.py), 2 blocks,
+             128 wide, 2 heads.
+
+Each is 2-3 blocks deep; text conditioning is seeded tensors of the real width where the model
+reads it, or a small one where the width is a config value.
+"""
+from __future__ import annotations
+
+from .dit_models import filled_state_dict
+
+CONFIGS = {
+    "auraflow": ("AuraFlow", {"in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 128, "n_layers": 4,
+                              "n_double_layers": 2, "n_heads": 2, "global_conddim": 128, "cond_seq_dim": 64,
+                              "max_seq": 32 * 32}),
+    "mochi": ("GenmoMochi", {"depth": 3, "patch_size": 2, "num_heads": 2, "hidden_size_x": 128, "hidden_size_y": 64,
+                             "mlp_ratio_x": 96.0, "mlp_ratio_y": 4.0, "learn_sigma": False, "in_channels": 12,
+                             "qk_norm": True, "qkv_bias": False, "out_bias": True, "attn_drop": 0.0,
+                             "patch_embed_bias": True, "posenc_preserve_area": True, "timestep_mlp_bias": True,
+                             "attend_to_padding": False, "timestep_scale": 1000.0, "use_t5": True,
+                             "t5_feat_dim": 64, "t5_token_length": 256, "rope_theta": 10000.0}),
+    "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
+                               "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
+                               "micro_condition": False, "caption_channels": 64}),
+}
+# (latent shape, text tokens' width) per model
+LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64), "pixart": ((1, 4, 32, 40), 64)}
+
+
+def build(name: str, seed: int = 0):
+    """A ComfyUI ModelPatcher around the real class of ``name`` with seeded weights (CPU, fp32)."""
+    import torch
+    from comfy import supported_models
+    from comfy.model_patcher import ModelPatcher
+
+    cls, unet = CONFIGS[name]
+    config = getattr(supported_models, cls)(dict(unet))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    model.diffusion_model.load_state_dict(filled_state_dict(model.diffusion_model, seed))
+    model.eval()
+    cpu = torch.device("cpu")
+    return ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def conditioning(name: str, tokens: int = 12, seed: int = 1):
+    """ComfyUI conditioning ``[[cond, extras]]`` with seeded text tokens and the extras ``name`` reads."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    _, width = LATENTS[name]
+    extras = {}
+    if name == "mochi":  # Mochi reads the T5 mask: its joint attention takes the unpadded tokens only
+        extras["attention_mask"] = torch.ones(1, tokens, dtype=torch.long)
+    return [[torch.randn(1, tokens, width, generator=g), extras]]

@@ -1,0 +1,130 @@
+"""MaMe on the further image/video DiTs of ComfyUI v0.3.75 named by issue 27, in-process with their
+real classes (tiny, seeded: embedded_host/image_dit_models.py), sampled through ComfyUI's sampler.
+
+AuraFlow (``MMDiT`` of comfy/ldm/aura) and Mochi (``AsymmDiTJoint``) merge: every attention call
+of theirs is a joint self-attention ([registers + text, image] / [video, text]) routed through
+``transformer_options``, and MaMe labels their blocks through ``patches_replace["dit"]``.
+PixArt passes through: its attention calls ``optimized_attention`` without
+``transformer_options``, so no override sees them (the counter below records none)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import seeded
+from test_dit_e2e import counted, expected_merged, mame
+
+pytestmark = [pytest.mark.e2e, pytest.mark.dit]
+
+MERGING = ("auraflow", "mochi")
+CONTEXT = {"auraflow": 8 + 12, "mochi": 12}  # tokens beside the image in each call: AuraFlow's 8 registers + text
+CALLS = {"auraflow": 4, "mochi": 3}  # attention calls per model call (cond and uncond batched): 2 double + 2 single layers; 3 blocks
+FAMILY = {"auraflow": "auraflow", "mochi": "mochi", "pixart": "pixart"}
+
+
+@pytest.fixture(scope="module")
+def host(dit_host):
+    return dit_host
+
+
+@pytest.fixture(scope="module")
+def models(host):
+    from embedded_host.image_dit_models import build
+
+    return {name: build(name) for name in FAMILY}
+
+
+def grid(name):
+    from embedded_host.image_dit_models import LATENTS
+
+    shape = LATENTS[name][0]
+    return tuple(shape[2:-2]) + (shape[-2] // 2, shape[-1] // 2)
+
+
+def sample(model, name, steps=1, cfg=2.0):
+    import comfy.sample
+
+    from embedded_host.image_dit_models import LATENTS, conditioning
+
+    shape = LATENTS[name][0]
+    noise = torch.randn(shape, generator=seeded(0))
+    with torch.no_grad():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(name),
+                                   conditioning(name, seed=2), torch.zeros(shape), seed=0, disable_pbar=True)
+
+
+def test_each_class_has_its_registry_entry(host, models):
+    families = host.nodes.families
+    for name, model in models.items():
+        family = families.family_of_class(type(model.model.diffusion_model))
+        assert family is not None and family.name == FAMILY[name], (name, family)
+        assert family.merges == (name in MERGING)
+    # AuraFlow's class is called MMDiT, as SD3's base class is: the module-qualified name tells them apart
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    assert families.family_of_class(MMDiT).name == "sd3"
+
+
+@pytest.mark.parametrize("name", MERGING)
+def test_ratio_zero_is_bit_identical_to_no_node(host, models, name):
+    assert torch.equal(sample(mame(host, models[name], ratio=0.0), name), sample(models[name], name))
+
+
+@pytest.mark.parametrize("name", MERGING)
+def test_self_attention_over_the_image_is_shortened(host, models, name):
+    model, counter = counted(models[name])
+    base = sample(model, name)
+    full = list(counter.calls)
+    counter.calls.clear()
+    out = sample(mame(host, model), name)
+    n = 1
+    for side in grid(name):
+        n *= side
+    merged = expected_merged(host, name, grid(name))
+    context = CONTEXT[name]
+    assert merged < n and len(full) == len(counter.calls) == CALLS[name], (len(full), len(counter.calls))
+    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full, counter.calls, strict=True):
+        assert b == b2 and q_full == k_full == n + context and q_len == k_len == merged + context, (q_full, q_len)
+    change = ((out - base).norm() / base.norm()).item()
+    assert 1e-3 < change < 0.5 if name != "mochi" else 1e-3 < change < 1.0, change  # Mochi: 0.51 on random weights
+
+
+@pytest.mark.parametrize("name, override, full_at", [("auraflow", "double_1 = off, single_0 = off", (1, 2)),
+                                                      ("mochi", "blocks_1 = off", (1,))])
+def test_blocks_are_addressable(host, models, name, override, full_at):
+    model, counter = counted(models[name])
+    sample(mame(host, model, overrides=override), name)
+    n = 1
+    for side in grid(name):
+        n *= side
+    per_call = [q == n + CONTEXT[name] for _, q, _ in counter.calls[:CALLS[name]]]
+    assert per_call == [i in full_at for i in range(CALLS[name])], per_call
+
+
+@pytest.mark.parametrize("name", MERGING)
+def test_merge_map_draws_the_grid(host, models, name):
+    h, w = grid(name)[-2:]  # video: the first frame's grid
+    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
+              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
+    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
+    patched, recorder = node.patch(models[name], 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
+                                   prompt=prompt, unique_id="2")
+    sample(patched, name)
+    image = torch.rand(1, h * 16, w * 16, 3, generator=seeded(4))
+    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
+    assert f"grid {h}x{w}" in text, text
+    assert drawn.shape == image.shape and not torch.equal(drawn, image)
+
+
+def test_pixart_passes_through_with_one_warning_that_names_the_reason(host, models, caplog):
+    model, counter = counted(models["pixart"])
+    base = sample(model, "pixart")
+    assert counter.calls == []  # no attention call of PixArt reaches an override
+    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
+        patched = mame(host, models["pixart"])
+    assert patched is models["pixart"]
+    assert torch.equal(sample(patched, "pixart"), sample(models["pixart"], "pixart"))
+    assert torch.isfinite(base).all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "PixArt" in warnings[0] and "transformer_options" in warnings[0], warnings
