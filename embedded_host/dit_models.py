@@ -105,16 +105,23 @@ def filled_state_dict(module, seed: int) -> dict:
     return state
 
 
-def build_model(family: str, seed: int = 0):
-    """A ComfyUI ModelPatcher around the real ``family`` model class with seeded weights (CPU, fp32)."""
+def seeded_patcher(config, seed: int = 0):
+    """A ComfyUI ModelPatcher (CPU, fp32) around the model of ``config`` (a ``supported_models``
+    entry) with seeded weights."""
     import torch
     from comfy.model_patcher import ModelPatcher
 
-    model = _model_config(family).get_model({})
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
     model.diffusion_model.load_state_dict(filled_state_dict(model.diffusion_model, seed))
     model.eval()
     cpu = torch.device("cpu")
     return ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def build_model(family: str, seed: int = 0):
+    """A ComfyUI ModelPatcher around the real ``family`` model class with seeded weights (CPU, fp32)."""
+    return seeded_patcher(_model_config(family), seed)
 
 
 def conditioning(family: str, batch: int = 1, tokens: int = 12, seed: int = 1):

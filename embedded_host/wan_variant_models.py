@@ -17,7 +17,7 @@ All are 256 wide with 2 heads (head width 128, as the real models) and 3-4 block
 """
 from __future__ import annotations
 
-from .dit_models import filled_state_dict
+from .dit_models import seeded_patcher
 
 BASE = {"image_model": "wan2.1", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16, "dim": 256, "ffn_dim": 512,
         "freq_dim": 256, "text_dim": 64, "out_dim": 16, "num_heads": 2, "num_layers": 3, "window_size": (-1, -1),
@@ -37,17 +37,9 @@ LATENT_CHANNELS = {"ti2v": 48}  # 16 elsewhere
 
 def build_variant(variant: str, seed: int = 0):
     """A ComfyUI ModelPatcher around the real class of ``variant`` with seeded weights (CPU, fp32)."""
-    import torch
     from comfy import supported_models
-    from comfy.model_patcher import ModelPatcher
 
-    config = getattr(supported_models, SUPPORTED[variant])({**BASE, **CONFIGS[variant]})
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    model.diffusion_model.load_state_dict(filled_state_dict(model.diffusion_model, seed))
-    model.eval()
-    cpu = torch.device("cpu")
-    return ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    return seeded_patcher(getattr(supported_models, SUPPORTED[variant])({**BASE, **CONFIGS[variant]}), seed)
 
 
 def variant_extras(variant: str, latent_shape, seed: int = 3) -> dict:

@@ -40,6 +40,8 @@ def _patch_size(inner) -> tuple[int, int, int]:
     size = getattr(embedder, "patch_size", None)
     if size is None:
         size = getattr(inner, "patch_size", None)
+    if size is None:  # LTXV: its patchifier's (t, h, w)
+        size = getattr(getattr(inner, "patchifier", None), "patch_size", None)
     if size is None:
         size = getattr(getattr(inner, "params", None), "patch_size", 2)
     if isinstance(size, int):

@@ -125,6 +125,9 @@ class DiTMerge:
             transformer_options = {}
         try:
             grid = token_grid(x.shape, self.model.patch)
+            keyframes = kwargs.get("keyframe_idxs")  # LTXV: guide frames appended to the latent along time
+            if isinstance(keyframes, torch.Tensor) and len(grid) == 3:  # the image span ends before them
+                grid = (grid[0] - int(keyframes.shape[-1]) // (grid[1] * grid[2]), *grid[1:])
             context = int(c_crossattn.shape[1]) if isinstance(c_crossattn, torch.Tensor) and c_crossattn.dim() == 3 else 0
             ref = kwargs.get("ref_latent")  # HunyuanVideo: a reference latent's tokens come before the image
             leading = math.prod(token_grid(ref.shape, self.model.patch)) if isinstance(ref, torch.Tensor) else 0

@@ -102,6 +102,11 @@ FAMILIES: tuple[Family, ...] = (
            ("double", "single"), patch="(1, 2, 2) (HunyuanImage 2.1: 1)",
            masks="text pad mask over the keys: image part merged with the image (zeros stay zeros), "
                  "text part kept; the token refiner's text-only mask left alone", video=True, key_mask=True),
+    Family("ltxv", "LTX-Video", ("LTXVModel",),
+           "self-attention: video (frames x h x w latent cells), [LTXVAddGuide keyframe frames, appended along time]; "
+           "cross-attention: q video, k/v text (under the text mask)", IMAGE_FIRST, ("blocks",),
+           block_attr="transformer_blocks", later_calls_cross=True, patch="(1, 1, 1)",
+           masks="text mask on cross-attention only (left alone)", video=True),
     Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, pixel patches",
            patch="16 (pixels)", reason="pixel-space patches"),
     # The image/video DiTs of v0.3.75 named by issue 27 (docs/dit.md, "More families";
