@@ -7,7 +7,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-torch.set_num_threads(2)
+# scripts/run_tests.sh runs the two hosts' e2e passes side by side and gives each half the cores.
+torch.set_num_threads(int(os.environ.get("MAME_TEST_THREADS", "2")))
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -133,7 +133,7 @@ def test_bad_job_fields_and_dry_run_with_a_server(comfy, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.one_host("2025", "no server: the demo checks its flags before it starts a host")
+@pytest.mark.one_host("2024", "no server: the demo checks its flags before it starts a host")
 def test_demo_refuses_bad_flags_before_starting_anything(tmp_path):
     def demo(*args):
         return subprocess.run([sys.executable, "-m", "embedded_host.demo", "--out", str(tmp_path / "o"), *args],
