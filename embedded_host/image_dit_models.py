@@ -6,6 +6,10 @@ width and depth), and the conditioning each model reads, so the sampler drives i
              image], 128 wide, 2 heads, patch 2.
   mochi      AsymmDiTJoint (Genmo Mochi): 3 joint blocks over [video, text], 3-D RoPE, video
              128 wide, text 64 wide, 2 heads, patch (1, 2, 2), 12-channel latent.
+  cosmos_predict2 MiniTrainDIT (Cosmos Predict2): 3 blocks, each self-attention over the video
+             tokens then cross-attention to the text, 3-D RoPE, 128 wide, 2 heads, patch (1, 2, 2).
+  cosmos     GeneralDIT (Cosmos 1 text-to-video, as the 7B lays it out: FA-CA-MLP blocks, THWBD
+             tokens, learnable extra position embedding per block), 3 blocks, 128 wide, 2 heads.
   pixart     PixArtMS as PixArt-Sigma lays it out (passes through: nodes/families.py), 2 blocks,
              128 wide, 2 heads.
 
@@ -26,12 +30,31 @@ CONFIGS = {
                              "patch_embed_bias": True, "posenc_preserve_area": True, "timestep_mlp_bias": True,
                              "attend_to_padding": False, "timestep_scale": 1000.0, "use_t5": True,
                              "t5_feat_dim": 64, "t5_token_length": 256, "rope_theta": 10000.0}),
+    "cosmos_predict2": ("CosmosT2IPredict2", {"max_img_h": 240, "max_img_w": 240, "max_frames": 128,
+                                              "in_channels": 16, "out_channels": 16, "patch_spatial": 2,
+                                              "patch_temporal": 1, "model_channels": 128, "num_blocks": 3,
+                                              "num_heads": 2, "concat_padding_mask": True,
+                                              "crossattn_emb_channels": 64, "pos_emb_cls": "rope3d",
+                                              "pos_emb_learnable": True, "pos_emb_interpolation": "crop",
+                                              "min_fps": 1, "max_fps": 30, "use_adaln_lora": True,
+                                              "adaln_lora_dim": 32, "rope_h_extrapolation_ratio": 4.0,
+                                              "rope_w_extrapolation_ratio": 4.0, "rope_t_extrapolation_ratio": 1.0}),
+    "cosmos": ("CosmosT2V", {"max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
+                             "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "model_channels": 128,
+                             "block_config": "FA-CA-MLP", "concat_padding_mask": True, "pos_emb_cls": "rope3d",
+                             "pos_emb_learnable": False, "pos_emb_interpolation": "crop", "block_x_format": "THWBD",
+                             "affline_emb_norm": True, "use_adaln_lora": True, "adaln_lora_dim": 32,
+                             "num_blocks": 3, "num_heads": 2, "crossattn_emb_channels": 64,
+                             "extra_per_block_abs_pos_emb": True, "rope_h_extrapolation_ratio": 1.0,
+                             "rope_w_extrapolation_ratio": 1.0, "rope_t_extrapolation_ratio": 2.0,
+                             "extra_per_block_abs_pos_emb_type": "learnable"}),
     "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
                                "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
                                "micro_condition": False, "caption_channels": 64}),
 }
 # (latent shape, text tokens' width) per model
-LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64), "pixart": ((1, 4, 32, 40), 64)}
+LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
+           "cosmos_predict2": ((1, 16, 3, 16, 20), 64), "cosmos": ((1, 16, 3, 16, 20), 64), "pixart": ((1, 4, 32, 40), 64)}
 
 
 def build(name: str, seed: int = 0):

@@ -181,11 +181,13 @@ class DiTMerge:
 
     def _address(self, options):
         family = self.model.family
-        if family.counted_after:  # NextDiT: the refiners' calls come first, then one call per block
+        if family.counted:  # NextDiT: the refiners' calls come first, then one call per block
             calls = options.get(ATTN_COUNT_KEY, 0)
             options[ATTN_COUNT_KEY] = calls + 1
             stage = family.stages[0]
-            index = calls - self.model.leading_calls
+            index, later = divmod(calls - self.model.leading_calls, family.counted)  # Cosmos: 2 calls a block
+            if later:
+                return None  # the block's cross-attention
             return BlockAddress(stage, index, 0, 1) if 0 <= index < self.model.blocks[stage] else None
         labelled = options.get(BLOCK_KEY)
         if labelled is not None:
@@ -204,7 +206,7 @@ class DiTMerge:
         call = options.get(CALL_KEY)
         if call is None or self.stop.error is not None:
             return None
-        counted = bool(self.model.family.counted_after)
+        counted = bool(self.model.family.counted)
         address = self._address(options) if counted else None  # counted families: every call counts
         mask = rest[0] if len(rest) == 1 else kwargs.get("mask")  # NextDiT passes its mask positionally
         if len(rest) > 1 or (mask is not None and not self.model.family.key_mask):
@@ -305,7 +307,7 @@ def patch_dit(model_patcher, dit: DiTModel, settings: MergeSettings, schedule: S
         mame.base_override = existing
     options[OVERRIDE_KEY] = mame
     patched.add_wrapper_with_key(extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, mame.apply_model_wrapper)
-    if dit.family.block_attr is not None and not dit.family.counted_after:
+    if dit.family.block_attr is not None and not dit.family.counted:
         stage = dit.family.stages[0]
         replaced = options.get("patches_replace", {}).get("dit", {})
         lists = [(stage, "double_block")] + ([(dit.family.stages[1], "single_block")] if dit.family.single_attr else [])

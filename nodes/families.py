@@ -42,9 +42,11 @@ class Family:
     # A second module list MaMe labels via patches_replace["dit"] ("single_block", i), as stage
     # ``stages[1]`` (AuraFlow's single layers; ``block_attr``'s are the "double_block" ones)
     single_attr: str | None = None
-    # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT): MaMe
-    # labels ``block_attr``'s blocks by counting the attention calls of each model call, after
-    # one call per block of these module lists, which run first.
+    # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT, Cosmos): MaMe
+    # labels ``block_attr``'s blocks by counting the attention calls of each model call, ``counted``
+    # calls a block (0: not counted; Cosmos 2: self-attention, then cross-attention, left alone),
+    # after one call per block of the ``counted_after`` module lists, which run first.
+    counted: int = 0
     counted_after: tuple[str, ...] = ()
     pad_attr: str | None = None  # IMAGE_THEN_PAD: the model attribute holding the pad multiple
     later_calls_cross: bool = False  # attention calls after the first in a block are cross-attention
@@ -93,7 +95,7 @@ FAMILIES: tuple[Family, ...] = (
            reason="image tokens are masked and interleaved with per-block Llama tokens"),
     Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",),
            "caption (+pad), image, image pad (refiners: caption only, image + pad only)", IMAGE_THEN_PAD,
-           ("blocks",), block_attr="layers", counted_after=("context_refiner", "noise_refiner"),
+           ("blocks",), block_attr="layers", counted=1, counted_after=("context_refiner", "noise_refiner"),
            pad_attr="pad_tokens_multiple",
            masks="Z-Image: learned pad tokens to a multiple of 32 on caption and image, never merged; "
                  "caption mask in the context refiner only"),
@@ -123,13 +125,11 @@ FAMILIES: tuple[Family, ...] = (
            reason="its attention (hydit/attn_layers.py Attention, CrossAttention) calls optimized_attention "
                   "without transformer_options, so no attention override reaches it"),
     Family("cosmos", "Cosmos 1 (Cosmos-1.0-Diffusion)", ("GeneralDIT",),
-           "self-attention: video; cross-attention: text", patch="(1, 2, 2)", video=True,
-           reason="its blocks carry no block labels and run no patches_replace['dit'], and each block makes two "
-                  "attention calls (self, then cross), which MaMe's call counting (one call per block) cannot number"),
+           "self-attention: video; cross-attention: text", IMAGE_LAST, ("blocks",), block_attr="blocks", counted=2,
+           later_calls_cross=True, patch="(1, 2, 2)", video=True),
     Family("cosmos_predict2", "Cosmos Predict2", ("MiniTrainDIT",), "self-attention: video; cross-attention: text",
-           patch="(1, 2, 2)", video=True,
-           reason="its blocks carry no block labels and run no patches_replace['dit'], and each block makes two "
-                  "attention calls (self, then cross), which MaMe's call counting (one call per block) cannot number"),
+           IMAGE_LAST, ("blocks",), block_attr="blocks", counted=2, later_calls_cross=True, patch="(1, 2, 2)",
+           video=True),
     Family("omnigen2", "OmniGen2", ("OmniGen2Transformer2DModel",), "text, [reference images], image",
            masks="text and image pad masks in the refiners",
            reason="its layers carry no block labels and run no patches_replace['dit'], and the refiner calls before "
@@ -175,9 +175,12 @@ def docs_table() -> str:
             label = "-"
         elif f.block_attr is None:
             label = "`block_type`/`block_index` (set by the model)"
-        elif f.counted_after:
-            label = (f"MaMe labels `{f.block_attr}` by counting attention calls (after "
-                     + ", ".join(f"`{a}`" for a in f.counted_after) + ", left at full length)")
+        elif f.counted:
+            label = f"MaMe labels `{f.block_attr}` by counting attention calls"
+            if f.counted_after:
+                label += " (after " + ", ".join(f"`{a}`" for a in f.counted_after) + ", left at full length)"
+            if f.counted > 1:
+                label += f", {f.counted} a block"
         else:
             label = f"MaMe labels `{f.block_attr}`" + (f" and `{f.single_attr}`" if f.single_attr else "") + " (dit replace)"
         if f.later_calls_cross:

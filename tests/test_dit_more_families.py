@@ -4,7 +4,9 @@ real classes (tiny, seeded: embedded_host/image_dit_models.py), sampled through 
 AuraFlow (``MMDiT`` of comfy/ldm/aura) and Mochi (``AsymmDiTJoint``) merge: every attention call
 of theirs is a joint self-attention ([registers + text, image] / [video, text]) routed through
 ``transformer_options``, and MaMe labels their blocks through ``patches_replace["dit"]``.
-PixArt passes through: its attention calls ``optimized_attention`` without
+Cosmos 1 (``GeneralDIT``) and Cosmos Predict2 (``MiniTrainDIT``) merge: each block makes a
+self-attention over the video tokens, then a cross-attention to the text; MaMe numbers the
+blocks by counting the calls, two a block. PixArt passes through: its attention calls ``optimized_attention`` without
 ``transformer_options``, so no override sees them (the counter below records none)."""
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from test_dit_e2e import counted, expected_merged, mame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
-MERGING = ("auraflow", "mochi")
+MERGING = ("auraflow", "mochi", "cosmos", "cosmos_predict2")
 CONTEXT = {"auraflow": 8 + 12, "mochi": 12}  # tokens beside the image in each call: AuraFlow's 8 registers + text
-CALLS = {"auraflow": 4, "mochi": 3}  # attention calls per model call (cond and uncond batched): 2 double + 2 single layers; 3 blocks
-FAMILY = {"auraflow": "auraflow", "mochi": "mochi", "pixart": "pixart"}
+# attention calls per model call (cond and uncond batched): S self-attention over the image (merged),
+# x cross-attention to the 12 text tokens (left alone). AuraFlow: 2 double + 2 single layers.
+CALLS = {"auraflow": "SSSS", "mochi": "SSS", "cosmos": "Sx" * 3, "cosmos_predict2": "Sx" * 3}
+FAMILY = {name: name for name in MERGING + ("pixart",)}
 
 
 @pytest.fixture(scope="module")
@@ -82,24 +86,31 @@ def test_self_attention_over_the_image_is_shortened(host, models, name):
     for side in grid(name):
         n *= side
     merged = expected_merged(host, name, grid(name))
-    context = CONTEXT[name]
-    assert merged < n and len(full) == len(counter.calls) == CALLS[name], (len(full), len(counter.calls))
-    for (b, q_full, k_full), (b2, q_len, k_len) in zip(full, counter.calls, strict=True):
-        assert b == b2 and q_full == k_full == n + context and q_len == k_len == merged + context, (q_full, q_len)
+    context = CONTEXT.get(name, 0)
+    assert merged < n and len(full) == len(counter.calls) == len(CALLS[name]), (len(full), len(counter.calls))
+    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS[name], full, counter.calls, strict=True):
+        assert b == b2
+        if kind == "S":
+            assert q_full == k_full == n + context and q_len == k_len == merged + context, (q_full, q_len)
+        else:
+            assert (q_full, k_full) == (q_len, k_len) == (n, 12), (q_full, k_full, q_len, k_len)
     change = ((out - base).norm() / base.norm()).item()
     assert 1e-3 < change < 0.5 if name != "mochi" else 1e-3 < change < 1.0, change  # Mochi: 0.51 on random weights
 
 
 @pytest.mark.parametrize("name, override, full_at", [("auraflow", "double_1 = off, single_0 = off", (1, 2)),
-                                                      ("mochi", "blocks_1 = off", (1,))])
+                                                      ("mochi", "blocks_1 = off", (1,)),
+                                                      ("cosmos", "blocks_0 = off", (0,)),
+                                                      ("cosmos_predict2", "blocks_2 = off", (2,))])
 def test_blocks_are_addressable(host, models, name, override, full_at):
     model, counter = counted(models[name])
     sample(mame(host, model, overrides=override), name)
     n = 1
     for side in grid(name):
         n *= side
-    per_call = [q == n + CONTEXT[name] for _, q, _ in counter.calls[:CALLS[name]]]
-    assert per_call == [i in full_at for i in range(CALLS[name])], per_call
+    per_block = [q == n + CONTEXT.get(name, 0) for kind, (_, q, _) in zip(CALLS[name], counter.calls, strict=True)
+                 if kind == "S"]
+    assert per_block == [i in full_at for i in range(len(per_block))], per_block
 
 
 @pytest.mark.parametrize("name", MERGING)

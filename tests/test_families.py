@@ -45,11 +45,12 @@ def test_layouts_and_block_labels_are_consistent():
             continue
         assert family.layout in families.LAYOUT_WORDS, family.name
         assert (family.pad_attr is not None) <= (family.layout == families.IMAGE_THEN_PAD), family.name
-        if family.counted_after or family.block_attr is not None:  # MaMe labels one module list a stage
+        if family.counted or family.block_attr is not None:  # MaMe labels one module list a stage
             assert len(family.stages) == 1 + bool(family.single_attr) and family.block_attr, family.name
     nextdit = families.BY_CLASS["NextDiT"]
     assert nextdit.merges and nextdit.layout == families.IMAGE_THEN_PAD and nextdit.stages == ("blocks",)
-    assert nextdit.counted_after == ("context_refiner", "noise_refiner") and nextdit.pad_attr == "pad_tokens_multiple"
+    assert nextdit.counted == 1 and nextdit.counted_after == ("context_refiner", "noise_refiner")
+    assert nextdit.pad_attr == "pad_tokens_multiple"
     hunyuan = families.BY_CLASS["HunyuanVideo"]
     assert hunyuan.merges and hunyuan.layout == families.IMAGE_FIRST and hunyuan.stages == ("double", "single")
     assert [f.name for f in families.FAMILIES if f.key_mask] == ["hunyuan_video"]  # the one family with a key mask
