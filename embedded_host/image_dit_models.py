@@ -10,11 +10,13 @@ width and depth), and the conditioning each model reads, so the sampler drives i
              tokens then cross-attention to the text, 3-D RoPE, 128 wide, 2 heads, patch (1, 2, 2).
   cosmos     GeneralDIT (Cosmos 1 text-to-video, as the 7B lays it out: FA-CA-MLP blocks, THWBD
              tokens, learnable extra position embedding per block), 3 blocks, 128 wide, 2 heads.
+  omnigen2   OmniGen2Transformer2DModel: one context, noise and reference-image refiner layer, 2
+             layers, 128 wide, 2 heads (1 key/value head), patch 2; reads the text mask's length.
   pixart     PixArtMS as PixArt-Sigma lays it out (passes through: nodes/families.py), 2 blocks,
              128 wide, 2 heads.
 
-Each is 2-3 blocks deep; text conditioning is seeded tensors of the real width where the model
-reads it, or a small one where the width is a config value.
+Each is 2-4 blocks deep; text conditioning is 12 seeded tokens, 64 wide (a config value of each
+tiny model). Mochi's video MLP stays 12288 wide (the class asserts it), hence its mlp_ratio_x.
 """
 from __future__ import annotations
 
@@ -48,13 +50,19 @@ CONFIGS = {
                              "extra_per_block_abs_pos_emb": True, "rope_h_extrapolation_ratio": 1.0,
                              "rope_w_extrapolation_ratio": 1.0, "rope_t_extrapolation_ratio": 2.0,
                              "extra_per_block_abs_pos_emb_type": "learnable"}),
+    "omnigen2": ("Omnigen2", {"axes_dim_rope": [16, 24, 24], "axes_lens": [1024, 1664, 1664],
+                              "ffn_dim_multiplier": None, "hidden_size": 128, "in_channels": 16, "multiple_of": 32,
+                              "norm_eps": 1e-05, "num_attention_heads": 2, "num_kv_heads": 1, "num_layers": 2,
+                              "num_refiner_layers": 1, "out_channels": None, "patch_size": 2, "text_feat_dim": 64,
+                              "timestep_scale": 1000.0}),
     "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
                                "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
                                "micro_condition": False, "caption_channels": 64}),
 }
 # (latent shape, text tokens' width) per model
 LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
-           "cosmos_predict2": ((1, 16, 3, 16, 20), 64), "cosmos": ((1, 16, 3, 16, 20), 64), "pixart": ((1, 4, 32, 40), 64)}
+           "cosmos_predict2": ((1, 16, 3, 16, 20), 64), "cosmos": ((1, 16, 3, 16, 20), 64),
+           "omnigen2": ((1, 16, 32, 40), 64), "pixart": ((1, 4, 32, 40), 64)}
 
 
 def build(name: str, seed: int = 0):
@@ -80,6 +88,6 @@ def conditioning(name: str, tokens: int = 12, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     _, width = LATENTS[name]
     extras = {}
-    if name == "mochi":  # Mochi reads the T5 mask: its joint attention takes the unpadded tokens only
+    if name in ("mochi", "omnigen2"):  # the text mask: Mochi's joint attention takes the unpadded tokens only
         extras["attention_mask"] = torch.ones(1, tokens, dtype=torch.long)
     return [[torch.randn(1, tokens, width, generator=g), extras]]

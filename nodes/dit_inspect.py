@@ -15,6 +15,7 @@ class DiTModel:
     blocks: dict[str, int]  # stage -> number of blocks
     leading_calls: int = 0  # attention calls before the first labelled block (family.counted_after)
     pad_multiple: int = 1  # image tokens are padded with learned tokens to a multiple of this
+    ref_calls: int = 0  # further leading calls in a model call with reference latents (family.counted_with_refs)
 
     @property
     def name(self) -> str:
@@ -70,7 +71,8 @@ def inspect_dit(model_patcher) -> DiTModel | None:
         blocks = {s: n for s, n in blocks.items() if s in family.stages}
     leading = sum(len(getattr(inner, attr, ())) for attr in family.counted_after)
     pad = getattr(inner, family.pad_attr, None) if family.pad_attr else None
-    return DiTModel(family, _patch_size(inner), blocks, leading, int(pad or 1))
+    refs = sum(len(getattr(inner, attr, ())) for attr in family.counted_with_refs)
+    return DiTModel(family, _patch_size(inner), blocks, leading, int(pad or 1), refs)
 
 
 def is_dit_like(model_patcher) -> bool:

@@ -48,6 +48,7 @@ class CallInfo:
     context_tokens: int  # text tokens the model was given (Flux-like: they come first)
     leading_tokens: int = 0  # IMAGE_FIRST: tokens before the image (HunyuanVideo's ref_latent)
     trailing_tokens: int = 0  # IMAGE_LAST: tokens after the image (Wan Phantom's subject frames)
+    ref_calls: int = 0  # counted families: leading calls that run only with reference latents (OmniGen2)
 
     @property
     def image_tokens(self) -> int:
@@ -133,7 +134,8 @@ class DiTMerge:
             leading = math.prod(token_grid(ref.shape, self.model.patch)) if isinstance(ref, torch.Tensor) else 0
             subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
             trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
-            transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing)
+            refs = self.model.ref_calls if kwargs.get("ref_latents") is not None else 0  # OmniGen2's ref refiner
+            transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing, ref_calls=refs)
             transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
             if self.recorder.armed:
@@ -185,7 +187,8 @@ class DiTMerge:
             calls = options.get(ATTN_COUNT_KEY, 0)
             options[ATTN_COUNT_KEY] = calls + 1
             stage = family.stages[0]
-            index, later = divmod(calls - self.model.leading_calls, family.counted)  # Cosmos: 2 calls a block
+            leading = self.model.leading_calls + options[CALL_KEY].ref_calls
+            index, later = divmod(calls - leading, family.counted)  # Cosmos: 2 calls a block
             if later:
                 return None  # the block's cross-attention
             return BlockAddress(stage, index, 0, 1) if 0 <= index < self.model.blocks[stage] else None

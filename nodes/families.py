@@ -48,6 +48,9 @@ class Family:
     # after one call per block of the ``counted_after`` module lists, which run first.
     counted: int = 0
     counted_after: tuple[str, ...] = ()
+    # OmniGen2: module lists that run (one call a block) after ``counted_after``'s only in a model
+    # call with reference latents (``ref_latents``)
+    counted_with_refs: tuple[str, ...] = ()
     pad_attr: str | None = None  # IMAGE_THEN_PAD: the model attribute holding the pad multiple
     later_calls_cross: bool = False  # attention calls after the first in a block are cross-attention
     # A mask over the keys of the joint sequence (one row, broadcast over queries: HunyuanVideo's
@@ -130,11 +133,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("cosmos_predict2", "Cosmos Predict2", ("MiniTrainDIT",), "self-attention: video; cross-attention: text",
            IMAGE_LAST, ("blocks",), block_attr="blocks", counted=2, later_calls_cross=True, patch="(1, 2, 2)",
            video=True),
-    Family("omnigen2", "OmniGen2", ("OmniGen2Transformer2DModel",), "text, [reference images], image",
-           masks="text and image pad masks in the refiners",
-           reason="its layers carry no block labels and run no patches_replace['dit'], and the refiner calls before "
-                  "them change with the reference images (ref_image_refiner runs only with them), so counting "
-                  "calls cannot number its blocks"),
+    Family("omnigen2", "OmniGen2", ("OmniGen2Transformer2DModel",),
+           "text, [reference images], image (refiners: text only, image only, reference images only)", IMAGE_LAST,
+           ("blocks",), block_attr="layers", counted=1, counted_after=("context_refiner", "noise_refiner"),
+           counted_with_refs=("ref_image_refiner",), masks="text mask in the context refiner only (left alone)"),
 )
 
 BY_CLASS = {cls: family for family in FAMILIES for cls in family.classes}
@@ -178,7 +180,8 @@ def docs_table() -> str:
         elif f.counted:
             label = f"MaMe labels `{f.block_attr}` by counting attention calls"
             if f.counted_after:
-                label += " (after " + ", ".join(f"`{a}`" for a in f.counted_after) + ", left at full length)"
+                refs = "".join(f", `{a}` with reference images" for a in f.counted_with_refs)
+                label += " (after " + ", ".join(f"`{a}`" for a in f.counted_after) + refs + ", left at full length)"
             if f.counted > 1:
                 label += f", {f.counted} a block"
         else:

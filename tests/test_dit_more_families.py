@@ -6,8 +6,11 @@ of theirs is a joint self-attention ([registers + text, image] / [video, text]) 
 ``transformer_options``, and MaMe labels their blocks through ``patches_replace["dit"]``.
 Cosmos 1 (``GeneralDIT``) and Cosmos Predict2 (``MiniTrainDIT``) merge: each block makes a
 self-attention over the video tokens, then a cross-attention to the text; MaMe numbers the
-blocks by counting the calls, two a block. PixArt passes through: its attention calls ``optimized_attention`` without
-``transformer_options``, so no override sees them (the counter below records none)."""
+blocks by counting the calls, two a block. OmniGen2 (``OmniGen2Transformer2DModel``) merges its
+main layers over [text, reference images, image], numbered by counting the calls after its
+refiners' (the reference-image refiner runs only with reference latents). PixArt passes
+through: its attention calls ``optimized_attention`` without ``transformer_options``, so no
+override sees them (the counter below records none)."""
 from __future__ import annotations
 
 import logging
@@ -19,11 +22,12 @@ from test_dit_e2e import counted, expected_merged, mame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
-MERGING = ("auraflow", "mochi", "cosmos", "cosmos_predict2")
-CONTEXT = {"auraflow": 8 + 12, "mochi": 12}  # tokens beside the image in each call: AuraFlow's 8 registers + text
+MERGING = ("auraflow", "mochi", "cosmos", "cosmos_predict2", "omnigen2")
+CONTEXT = {"auraflow": 8 + 12, "mochi": 12, "omnigen2": 12}  # tokens beside the image in each call: AuraFlow's 8 registers + text
 # attention calls per model call (cond and uncond batched): S self-attention over the image (merged),
-# x cross-attention to the 12 text tokens (left alone). AuraFlow: 2 double + 2 single layers.
-CALLS = {"auraflow": "SSSS", "mochi": "SSS", "cosmos": "Sx" * 3, "cosmos_predict2": "Sx" * 3}
+# x cross-attention to the 12 text tokens, r a refiner's call (both left alone). AuraFlow: 2 double +
+# 2 single layers; OmniGen2: context refiner (text), noise refiner (image), 2 layers.
+CALLS = {"auraflow": "SSSS", "mochi": "SSS", "cosmos": "Sx" * 3, "cosmos_predict2": "Sx" * 3, "omnigen2": "rrSS"}
 FAMILY = {name: name for name in MERGING + ("pixart",)}
 
 
@@ -46,16 +50,19 @@ def grid(name):
     return tuple(shape[2:-2]) + (shape[-2] // 2, shape[-1] // 2)
 
 
-def sample(model, name, steps=1, cfg=2.0):
+def sample(model, name, steps=1, cfg=2.0, extras=None):
     import comfy.sample
 
     from embedded_host.image_dit_models import LATENTS, conditioning
 
     shape = LATENTS[name][0]
     noise = torch.randn(shape, generator=seeded(0))
+    cond, uncond = conditioning(name), conditioning(name, seed=2)
+    for c in (cond, uncond):
+        c[0][1].update(extras or {})
     with torch.no_grad():
-        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(name),
-                                   conditioning(name, seed=2), torch.zeros(shape), seed=0, disable_pbar=True)
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", cond, uncond, torch.zeros(shape),
+                                   seed=0, disable_pbar=True)
 
 
 def test_each_class_has_its_registry_entry(host, models):
@@ -93,7 +100,8 @@ def test_self_attention_over_the_image_is_shortened(host, models, name):
         if kind == "S":
             assert q_full == k_full == n + context and q_len == k_len == merged + context, (q_full, q_len)
         else:
-            assert (q_full, k_full) == (q_len, k_len) == (n, 12), (q_full, k_full, q_len, k_len)
+            assert (q_full, k_full) == (q_len, k_len), (kind, q_full, k_full, q_len, k_len)
+            assert kind == "r" or (q_full, k_full) == (n, 12), (q_full, k_full)
     change = ((out - base).norm() / base.norm()).item()
     assert 1e-3 < change < 0.5 if name != "mochi" else 1e-3 < change < 1.0, change  # Mochi: 0.51 on random weights
 
@@ -101,7 +109,8 @@ def test_self_attention_over_the_image_is_shortened(host, models, name):
 @pytest.mark.parametrize("name, override, full_at", [("auraflow", "double_1 = off, single_0 = off", (1, 2)),
                                                       ("mochi", "blocks_1 = off", (1,)),
                                                       ("cosmos", "blocks_0 = off", (0,)),
-                                                      ("cosmos_predict2", "blocks_2 = off", (2,))])
+                                                      ("cosmos_predict2", "blocks_2 = off", (2,)),
+                                                      ("omnigen2", "blocks_1 = off", (1,))])
 def test_blocks_are_addressable(host, models, name, override, full_at):
     model, counter = counted(models[name])
     sample(mame(host, model, overrides=override), name)
@@ -111,6 +120,17 @@ def test_blocks_are_addressable(host, models, name, override, full_at):
     per_block = [q == n + CONTEXT.get(name, 0) for kind, (_, q, _) in zip(CALLS[name], counter.calls, strict=True)
                  if kind == "S"]
     assert per_block == [i in full_at for i in range(len(per_block))], per_block
+
+
+def test_omnigen2_with_a_reference_image_counts_its_reference_refiner(host, models):
+    # with reference latents the reference-image refiner runs before the layers, which attend over
+    # [text, reference, image]: the layers are still numbered right (blocks_1 off, blocks_0 merged)
+    extras = {"reference_latents": [torch.randn(1, 16, 16, 20, generator=seeded(8))]}  # 8 x 10 tokens
+    model, counter = counted(models["omnigen2"])
+    sample(mame(host, model, overrides="blocks_1 = off"), "omnigen2", extras=extras)
+    n, ref = 16 * 20, 8 * 10
+    merged = expected_merged(host, "omnigen2", (16, 20))
+    assert [q for _, q, _ in counter.calls] == [12, n, ref, 12 + ref + merged, 12 + ref + n], counter.calls
 
 
 @pytest.mark.parametrize("name", MERGING)
