@@ -14,6 +14,8 @@ width and depth), and the conditioning each model reads, so the sampler drives i
              layers, 128 wide, 2 heads (1 key/value head), patch 2; reads the text mask's length.
   pixart     PixArtMS as PixArt-Sigma lays it out (passes through: nodes/families.py), 2 blocks,
              128 wide, 2 heads.
+  hunyuan_dit HunYuanDiT (passes through), 2 blocks, 128 wide, 2 heads, 12 CLIP and 12 mT5 text
+             tokens with their masks.
 
 Each is 2-4 blocks deep; text conditioning is 12 seeded tokens, 64 wide (a config value of each
 tiny model). Mochi's video MLP stays 12288 wide (the class asserts it), hence its mlp_ratio_x.
@@ -55,6 +57,9 @@ CONFIGS = {
                               "norm_eps": 1e-05, "num_attention_heads": 2, "num_kv_heads": 1, "num_layers": 2,
                               "num_refiner_layers": 1, "out_channels": None, "patch_size": 2, "text_feat_dim": 64,
                               "timestep_scale": 1000.0}),
+    "hunyuan_dit": ("HunyuanDiT", {"input_size": 64, "patch_size": 2, "in_channels": 4, "hidden_size": 128, "depth": 2,
+                                   "num_heads": 2, "text_states_dim": 64, "text_states_dim_t5": 64, "text_len": 12,
+                                   "text_len_t5": 12, "learn_sigma": True}),
     "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
                                "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
                                "micro_condition": False, "caption_channels": 64}),
@@ -62,7 +67,7 @@ CONFIGS = {
 # (latent shape, text tokens' width) per model
 LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
            "cosmos_predict2": ((1, 16, 3, 16, 20), 64), "cosmos": ((1, 16, 3, 16, 20), 64),
-           "omnigen2": ((1, 16, 32, 40), 64), "pixart": ((1, 4, 32, 40), 64)}
+           "omnigen2": ((1, 16, 32, 40), 64), "hunyuan_dit": ((1, 4, 32, 40), 64), "pixart": ((1, 4, 32, 40), 64)}
 
 
 def build(name: str, seed: int = 0):
@@ -90,4 +95,7 @@ def conditioning(name: str, tokens: int = 12, seed: int = 1):
     extras = {}
     if name in ("mochi", "omnigen2"):  # the text mask: Mochi's joint attention takes the unpadded tokens only
         extras["attention_mask"] = torch.ones(1, tokens, dtype=torch.long)
+    if name == "hunyuan_dit":  # HunyuanDiT's second text encoder (mT5) and both masks
+        extras.update(attention_mask=torch.ones(1, tokens), conditioning_mt5xl=torch.randn(1, tokens, width, generator=g),
+                      attention_mask_mt5xl=torch.ones(1, tokens))
     return [[torch.randn(1, tokens, width, generator=g), extras]]

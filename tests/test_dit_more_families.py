@@ -8,8 +8,8 @@ Cosmos 1 (``GeneralDIT``) and Cosmos Predict2 (``MiniTrainDIT``) merge: each blo
 self-attention over the video tokens, then a cross-attention to the text; MaMe numbers the
 blocks by counting the calls, two a block. OmniGen2 (``OmniGen2Transformer2DModel``) merges its
 main layers over [text, reference images, image], numbered by counting the calls after its
-refiners' (the reference-image refiner runs only with reference latents). PixArt passes
-through: its attention calls ``optimized_attention`` without ``transformer_options``, so no
+refiners' (the reference-image refiner runs only with reference latents). PixArt and
+HunyuanDiT pass through: their attention calls ``optimized_attention`` without ``transformer_options``, so no
 override sees them (the counter below records none)."""
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ CONTEXT = {"auraflow": 8 + 12, "mochi": 12, "omnigen2": 12}  # tokens beside the
 # x cross-attention to the 12 text tokens, r a refiner's call (both left alone). AuraFlow: 2 double +
 # 2 single layers; OmniGen2: context refiner (text), noise refiner (image), 2 layers.
 CALLS = {"auraflow": "SSSS", "mochi": "SSS", "cosmos": "Sx" * 3, "cosmos_predict2": "Sx" * 3, "omnigen2": "rrSS"}
-FAMILY = {name: name for name in MERGING + ("pixart",)}
+PASSING = {"pixart": "PixArt", "hunyuan_dit": "HunyuanDiT"}  # name -> the title its warning gives
+FAMILY = {name: name for name in MERGING + tuple(PASSING)}
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +149,15 @@ def test_merge_map_draws_the_grid(host, models, name):
     assert drawn.shape == image.shape and not torch.equal(drawn, image)
 
 
-def test_pixart_passes_through_with_one_warning_that_names_the_reason(host, models, caplog):
-    model, counter = counted(models["pixart"])
-    base = sample(model, "pixart")
-    assert counter.calls == []  # no attention call of PixArt reaches an override
+@pytest.mark.parametrize("name", PASSING)
+def test_passes_through_with_one_warning_that_names_the_reason(host, models, name, caplog):
+    model, counter = counted(models[name])
+    base = sample(model, name)
+    assert counter.calls == []  # no attention call of the model reaches an override
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        patched = mame(host, models["pixart"])
-    assert patched is models["pixart"]
-    assert torch.equal(sample(patched, "pixart"), sample(models["pixart"], "pixart"))
+        patched = mame(host, models[name])
+    assert patched is models[name]
+    assert torch.equal(sample(patched, name), sample(models[name], name))
     assert torch.isfinite(base).all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "PixArt" in warnings[0] and "transformer_options" in warnings[0], warnings
+    assert len(warnings) == 1 and PASSING[name] in warnings[0] and "transformer_options" in warnings[0], warnings
