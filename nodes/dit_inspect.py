@@ -43,6 +43,8 @@ def _patch_size(inner) -> tuple[int, int, int]:
         size = getattr(inner, "patch_size", None)
     if size is None:  # LTXV: its patchifier's (t, h, w)
         size = getattr(getattr(inner, "patchifier", None), "patch_size", None)
+    if size is None and hasattr(inner, "patch_spatial"):  # Cosmos 1 / Predict2
+        size = (int(inner.patch_temporal), int(inner.patch_spatial), int(inner.patch_spatial))
     if size is None:
         size = getattr(getattr(inner, "params", None), "patch_size", 2)
     if isinstance(size, int):

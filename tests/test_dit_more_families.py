@@ -72,6 +72,7 @@ def test_each_class_has_its_registry_entry(host, models):
         family = families.family_of_class(type(model.model.diffusion_model))
         assert family is not None and family.name == FAMILY[name], (name, family)
         assert family.merges == (name in MERGING)
+    assert host.nodes.dit_inspect.inspect_dit(models["cosmos"]).patch == (1, 2, 2)  # read from patch_spatial
     # AuraFlow's class is called MMDiT, as SD3's base class is: the module-qualified name tells them apart
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
