@@ -22,7 +22,7 @@ tiny model). Mochi's video MLP stays 12288 wide (the class asserts it), hence it
 """
 from __future__ import annotations
 
-from .dit_models import filled_state_dict
+from .dit_models import seeded_patcher
 
 CONFIGS = {
     "auraflow": ("AuraFlow", {"in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 128, "n_layers": 4,
@@ -72,18 +72,10 @@ LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
 
 def build(name: str, seed: int = 0):
     """A ComfyUI ModelPatcher around the real class of ``name`` with seeded weights (CPU, fp32)."""
-    import torch
     from comfy import supported_models
-    from comfy.model_patcher import ModelPatcher
 
     cls, unet = CONFIGS[name]
-    config = getattr(supported_models, cls)(dict(unet))
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    model.diffusion_model.load_state_dict(filled_state_dict(model.diffusion_model, seed))
-    model.eval()
-    cpu = torch.device("cpu")
-    return ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    return seeded_patcher(getattr(supported_models, cls)(dict(unet)), seed)
 
 
 def conditioning(name: str, tokens: int = 12, seed: int = 1):
