@@ -17,12 +17,10 @@ All are 256 wide with 2 heads (head width 128, as the real models) and 3-4 block
 """
 from __future__ import annotations
 
+from .dit_models import CONFIGS as DIT_CONFIGS
 from .dit_models import seeded_patcher
 
-BASE = {"image_model": "wan2.1", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16, "dim": 256, "ffn_dim": 512,
-        "freq_dim": 256, "text_dim": 64, "out_dim": 16, "num_heads": 2, "num_layers": 3, "window_size": (-1, -1),
-        "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
-CONFIGS = {
+CONFIGS = {  # each over the tiny Wan 2.1 of dit_models, its model_type replaced
     "ti2v": {"model_type": "t2v", "in_dim": 48, "out_dim": 48},
     "vace": {"model_type": "vace", "num_layers": 4, "vace_layers": 2, "vace_in_dim": 96},
     "camera": {"model_type": "camera", "in_dim": 32},
@@ -39,7 +37,8 @@ def build_variant(variant: str, seed: int = 0):
     """A ComfyUI ModelPatcher around the real class of ``variant`` with seeded weights (CPU, fp32)."""
     from comfy import supported_models
 
-    return seeded_patcher(getattr(supported_models, SUPPORTED[variant])({**BASE, **CONFIGS[variant]}), seed)
+    config = {**DIT_CONFIGS["wan"], **CONFIGS[variant]}
+    return seeded_patcher(getattr(supported_models, SUPPORTED[variant])(config), seed)
 
 
 def variant_extras(variant: str, latent_shape, seed: int = 3) -> dict:

@@ -5,10 +5,12 @@ encoders' output (T5-XXL / umT5 are too large to generate here)."""
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
 from conftest import seeded
+from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, started_override, tiled_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -23,44 +25,11 @@ REFINER_CALLS = {"zimage": 2}  # NextDiT's context and noise refiner: the first 
 IMAGE_PAD = {"zimage": 32}  # Z-Image pads the image tokens with learned tokens to a multiple of 32
 
 
-class AttentionCounter:
-    """An attention override under MaMe: records the sequence lengths every call runs on."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, func, *args, **kwargs):
-        q, k = args[0], args[1]
-        seq = 2 if kwargs.get("skip_reshape") else 1
-        self.calls.append((q.shape[0], q.shape[seq], k.shape[seq]))
-        return func(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
-def host(dit_host):
-    return dit_host
-
-
-@pytest.fixture(scope="module")
-def models(host):
+def models(dit_host):
     from embedded_host.dit_models import build_model
 
     return {family: build_model(family) for family in LATENTS}
-
-
-def counted(model):
-    counter = AttentionCounter()
-    clone = model.clone()
-    clone.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counter
-    return clone, counter
-
-
-def mame(host, model, ratio=0.5, mode="qkv", start=0.0, end=1.0, seed=0, overrides="", schedule=None):
-    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
-    return node.patch(model, ratio, 0.7, mode, 8, "auto", start, end, seed, overrides, schedule)[0]
 
 
 def sample(model, family, steps=2, cfg=2.0, shape=None, noise_seed=0, batch=1):
@@ -76,19 +45,6 @@ def sample(model, family, steps=2, cfg=2.0, shape=None, noise_seed=0, batch=1):
                                    conditioning(family, seed=2), torch.zeros(shape), seed=0, disable_pbar=True)
 
 
-def expected_merged(host, family, grid, ratio=0.5):
-    """The merged image length the engine gives this grid (asked of the engine, not hard-coded)."""
-    dit_patch = host.nodes.dit_patch
-    core = host.mame_core
-    step = core.block_step.BlockStep(core.MergeSettings(ratio=ratio, tile=8), core.Schedule(ratio=ratio), 0)
-    step.start_call(0.0, torch.device("cpu"))
-    n = 1
-    for side in grid:
-        n *= side
-    x = torch.randn(1, n, 64, generator=seeded(5))
-    return dit_patch.plan_image(step, x, core.block_step.BlockAddress("blocks", 0), grid).merged_tokens
-
-
 def image_pad(family, n):
     return (-n) % IMAGE_PAD.get(family, 1)
 
@@ -101,23 +57,21 @@ def grid_of(family, shape):
 
 
 @pytest.mark.parametrize("family", sorted(LATENTS))
-def test_ratio_zero_is_bit_identical_to_no_node(host, models, family):
+def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, family):
     base = sample(models[family], family)
-    assert torch.equal(sample(mame(host, models[family], ratio=0.0), family), base)
+    assert torch.equal(sample(mame(dit_host, models[family], ratio=0.0), family), base)
 
 
 @pytest.mark.parametrize("family", sorted(LATENTS))
-def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, family):
+def test_attention_runs_on_the_merged_length_and_moves_the_output(dit_host, models, family):
     model, counter = counted(models[family])
     base = sample(model, family, steps=1)
     full_calls = list(counter.calls)
     counter.calls.clear()
-    out = sample(mame(host, model), family, steps=1)
+    out = sample(mame(dit_host, model), family, steps=1)
     grid = grid_of(family, LATENTS[family])
-    n = 1
-    for side in grid:
-        n *= side
-    merged = expected_merged(host, family, grid)
+    n = math.prod(grid)
+    merged = expected_merged(dit_host, family, grid)
     assert merged < n
     assert len(counter.calls) == len(full_calls) == ATTENTION_CALLS[family]
     assert {b for b, _, _ in counter.calls} == {2}  # cond and uncond in one CFG batch
@@ -137,24 +91,9 @@ def test_attention_runs_on_the_merged_length_and_moves_the_output(host, models, 
     assert 1e-3 < change < 0.5, change  # attention matters at this weight scale, merging stays close
 
 
-def started_override(host, model):
-    """MaMe's attention override on ``model``, its block step started at the first step."""
-    override = mame(host, model).model_options["transformer_options"]["optimized_attention_override"]
-    override.step.start_call(0.0, torch.device("cpu"))
-    return override
-
-
-def tiled_image(heads, dim, grid, generator):
-    """[1, heads, h*w, dim] image values, one value per 8x8 tile (tiles cut at the grid's edge)."""
-    h, w = grid
-    tiles = torch.randn(1, heads, -(-h // 8), -(-w // 8), dim, generator=generator)
-    image = tiles.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)[:, :, :h, :w]
-    return image.reshape(1, heads, h * w, dim)
-
-
-def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(host, models):
-    dit_patch = host.nodes.dit_patch
-    override = started_override(host, models["flux"])
+def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(dit_host, models):
+    dit_patch = dit_host.nodes.dit_patch
+    override = started_override(dit_host, models["flux"])
     heads, dim, text, grid = 4, 16, 5, (16, 16)
     g = seeded(3)
     image = tiled_image(heads, dim, grid, g)
@@ -169,19 +108,19 @@ def test_restore_is_exact_where_image_tokens_are_copies_of_their_destinations(ho
     out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, skip_reshape=True,
                    transformer_options=options)
     expected = v.transpose(1, 2).reshape(1, text + 256, heads * dim)
-    assert seen == [text + expected_merged(host, "flux", grid)]
+    assert seen == [text + expected_merged(dit_host, "flux", grid)]
     assert torch.equal(out[:, :text], expected[:, :text])
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)  # fp32 rounding of averaging equal copies
 
 
 @pytest.mark.parametrize("mode", ["qkv", "kv"])
-def test_size_bias_as_a_mask_equals_the_size_channel(host, models, mode):
+def test_size_bias_as_a_mask_equals_the_size_channel(dit_host, models, mode):
     # The host's attention_pytorch on a CPU gets the log-size bias as an additive key mask; any
     # other kernel gets the extra channel per head. Both must be the same proportional attention.
     import comfy.ldm.modules.attention as comfy_attention
 
-    dit_patch = host.nodes.dit_patch
-    model = mame(host, models["flux"], mode=mode)
+    dit_patch = dit_host.nodes.dit_patch
+    model = mame(dit_host, models["flux"], mode=mode)
     override = model.model_options["transformer_options"]["optimized_attention_override"]
     override.step.start_call(0.0, torch.device("cpu"))
     heads, dim, text, grid = 4, 16, 5, (16, 16)
@@ -201,7 +140,7 @@ def test_size_bias_as_a_mask_equals_the_size_channel(host, models, mode):
         return override(func, q, k, v, heads, skip_reshape=True, mask=None, transformer_options=dict(options))
 
     masked, channelled = run(spy("attention_pytorch")), run(spy("attention_sub_quad"))
-    merged_length = text + expected_merged(host, "flux", grid)
+    merged_length = text + expected_merged(dit_host, "flux", grid)
     assert seen["attention_pytorch"] == (heads * dim, (1, 1, 1, merged_length))
     assert seen["attention_sub_quad"][1] is None and seen["attention_sub_quad"][0] > heads * dim
     torch.testing.assert_close(masked, channelled, rtol=1e-5, atol=1e-5)
@@ -210,8 +149,8 @@ def test_size_bias_as_a_mask_equals_the_size_channel(host, models, mode):
     assert (masked - plain).abs().max() > 1e-3
 
 
-def test_cfg_batch_rows_merge_independently(host, models):
-    model = mame(host, models["flux"])
+def test_cfg_batch_rows_merge_independently(dit_host, models):
+    model = mame(dit_host, models["flux"])
     both = sample(model, "flux", batch=2)  # 2 latents x (cond, uncond) in one model call
     noise = torch.randn((2,) + LATENTS["flux"][1:], generator=seeded(0))
     import comfy.sample
@@ -228,17 +167,15 @@ def test_cfg_batch_rows_merge_independently(host, models):
 
 @pytest.mark.parametrize("family,shape", [("flux", (1, 16, 38, 26)), ("wan", (1, 16, 5, 12, 18)),
                                           ("zimage", (1, 16, 30, 38)), ("zimage", (1, 16, 31, 37))])
-def test_odd_grids_and_frame_counts(host, models, family, shape):
+def test_odd_grids_and_frame_counts(dit_host, models, family, shape):
     # Flux 19x13 tokens (a 1216x832-style grid that tiles of 8 do not divide); Wan 5 latent frames;
     # Z-Image 15x19 = 285 image tokens + 3 pad tokens (and an odd latent, padded to whole patches:
     # 16x19 = 304 + 16 pad tokens), so the learned image pad tokens follow the image in every block.
     model, counter = counted(models[family])
-    out = sample(mame(host, model), family, steps=1, shape=shape)
+    out = sample(mame(dit_host, model), family, steps=1, shape=shape)
     grid = grid_of(family, shape)
-    merged = expected_merged(host, family, grid)
-    n = 1
-    for side in grid:
-        n *= side
+    merged = expected_merged(dit_host, family, grid)
+    n = math.prod(grid)
     pad = image_pad(family, n)
     assert (pad > 0) == (family == "zimage")
     self_calls = [c for c in counter.calls[REFINER_CALLS.get(family, 0):] if c[1] == c[2]]
@@ -247,12 +184,12 @@ def test_odd_grids_and_frame_counts(host, models, family, shape):
     assert merged < n and torch.isfinite(out).all()
 
 
-def test_nextdit_pad_tokens_stay_outside_the_merged_span(host, models):
+def test_nextdit_pad_tokens_stay_outside_the_merged_span(dit_host, models):
     # A per-token "attention" (output = v) on caption, image tokens that are copies of their 8x8
     # tile, and image pad tokens that differ from every image token: the caption and the pad
     # tokens come back exactly, so no pad token was merged into (or averaged with) the image.
-    dit_patch = host.nodes.dit_patch
-    override = started_override(host, models["zimage"])
+    dit_patch = dit_host.nodes.dit_patch
+    override = started_override(dit_host, models["zimage"])
     heads, dim, caption, grid = 4, 16, 32, (16, 15)
     n = grid[0] * grid[1]
     pad = image_pad("zimage", n)
@@ -272,7 +209,7 @@ def test_nextdit_pad_tokens_stay_outside_the_merged_span(host, models):
     out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, None, skip_reshape=True,
                    transformer_options=options)  # NextDiT passes its (None) mask positionally
     expected = v.transpose(1, 2).reshape(1, caption + n + pad, heads * dim)
-    assert seen == [caption + expected_merged(host, "zimage", grid) + pad]
+    assert seen == [caption + expected_merged(dit_host, "zimage", grid) + pad]
     assert torch.equal(out[:, :caption], expected[:, :caption]) and torch.equal(out[:, -pad:], expected[:, -pad:])
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)
     assert options[dit_patch.ATTN_COUNT_KEY] == leading + 1
@@ -282,33 +219,33 @@ def test_nextdit_pad_tokens_stay_outside_the_merged_span(host, models):
     assert options[dit_patch.ATTN_COUNT_KEY] == leading + 2
 
 
-def test_second_mame_node_leaves_merged_blocks_alone(host, models):
+def test_second_mame_node_leaves_merged_blocks_alone(dit_host, models):
     model, counter = counted(models["flux"])
-    once = mame(host, model, ratio=0.5)
+    once = mame(dit_host, model, ratio=0.5)
     single = sample(once, "flux", steps=1)
     single_calls = list(counter.calls)
     counter.calls.clear()
-    stacked = sample(mame(host, once, ratio=0.3, seed=7), "flux", steps=1)
+    stacked = sample(mame(dit_host, once, ratio=0.3, seed=7), "flux", steps=1)
     assert counter.calls == single_calls
     assert torch.equal(stacked, single)
 
 
-def test_schedule_addresses_dit_blocks_and_window(host, models):
+def test_schedule_addresses_dit_blocks_and_window(dit_host, models):
     model, counter = counted(models["flux"])
-    sample(mame(host, model, overrides="single_* = off"), "flux", steps=1)
+    sample(mame(dit_host, model, overrides="single_* = off"), "flux", steps=1)
     full = CONTEXT_TOKENS + 320
     lengths = [q for _, q, _ in counter.calls]
     assert lengths[:2] != [full, full] and lengths[2:4] == [full, full]  # double merged, single off
 
     counter.calls.clear()
-    sample(mame(host, model, start=0.5), "flux", steps=4, cfg=1.0)
+    sample(mame(dit_host, model, start=0.5), "flux", steps=4, cfg=1.0)
     per_step = [counter.calls[i:i + 4] for i in range(0, len(counter.calls), 4)]
     assert len(per_step) == 4
     assert all(q == full for _, q, _ in per_step[0] + per_step[1])
     assert all(q < full for _, q, _ in per_step[3])
 
 
-def test_unknown_dit_family_passes_through_with_one_warning(host, caplog):
+def test_unknown_dit_family_passes_through_with_one_warning(dit_host, caplog):
     import comfy.model_base
     from comfy.model_patcher import ModelPatcher
 
@@ -321,34 +258,34 @@ def test_unknown_dit_family_passes_through_with_one_warning(host, caplog):
     base.diffusion_model = Mystery()
     patcher = ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        out = mame(host, patcher)
+        out = mame(dit_host, patcher)
     assert out is patcher
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Mystery" in warnings[0]
 
 
-def test_mame_stacks_with_easycache(host, models):
+def test_mame_stacks_with_easycache(dit_host, models):
     # EasyCache (ComfyUI's own node) skips whole model calls; MaMe shortens attention in the
     # calls that run. A high reuse threshold makes the cache skip steps of this random model.
     from comfy_extras.nodes_easycache import EasyCacheNode
 
     model, counter = counted(models["flux"])
-    cached = EasyCacheNode.execute(mame(host, model), 3.0, 0.15, 0.95, False).result[0]
+    cached = EasyCacheNode.execute(mame(dit_host, model), 3.0, 0.15, 0.95, False).result[0]
     steps = 8
     out = sample(cached, "flux", steps=steps, cfg=1.0)
     calls = len(counter.calls) // ATTENTION_CALLS["flux"]
     assert 1 <= calls < steps  # the cache skipped steps
-    merged = CONTEXT_TOKENS + expected_merged(host, "flux", (16, 20))
+    merged = CONTEXT_TOKENS + expected_merged(dit_host, "flux", (16, 20))
     assert all(q == merged for _, q, _ in counter.calls)  # every call that ran was merged
     assert torch.isfinite(out).all()
 
 
-def test_override_installed_before_and_after_mame_both_act(host, models):
+def test_override_installed_before_and_after_mame_both_act(dit_host, models):
     # Before: `counted` installs an override that MaMe finds and chains (a SageAttention-style
     # patch): it runs on the merged length. After: an override that chains the one it finds,
     # as ComfyUI's block-sparse attention node does: it sees every call at full length.
     model, before = counted(models["flux"])
-    patched = mame(host, model)
+    patched = mame(dit_host, model)
     found = patched.model_options["transformer_options"]["optimized_attention_override"]
     after_calls = []
 
@@ -362,16 +299,16 @@ def test_override_installed_before_and_after_mame_both_act(host, models):
     sample(later, "flux", steps=1)
     grid = grid_of("flux", LATENTS["flux"])
     full = CONTEXT_TOKENS + grid[0] * grid[1]
-    merged = CONTEXT_TOKENS + expected_merged(host, "flux", grid)
+    merged = CONTEXT_TOKENS + expected_merged(dit_host, "flux", grid)
     assert after_calls == [full] * ATTENTION_CALLS["flux"]
     assert [q for _, q, _ in before.calls] == [merged] * ATTENTION_CALLS["flux"]
 
 
 @pytest.mark.parametrize("family", ["flux2", "zimage"])
-def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, models, family):
+def test_stages_are_addressable_and_the_merge_map_draws_the_grid(dit_host, models, family):
     # Each stage the registry names for the family, and its last block, turn off alone (NextDiT's
     # refiners are never merged); the Merge Map draws the grid.
-    dit = host.nodes.dit_inspect.inspect_dit(models[family])
+    dit = dit_host.nodes.dit_inspect.inspect_dit(models[family])
     grid = grid_of(family, LATENTS[family])
     n = grid[0] * grid[1]
     full = TEXT_TOKENS.get(family, CONTEXT_TOKENS) + n + image_pad(family, n)
@@ -386,28 +323,19 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, models, f
         for rule, off in ((f"{stage}_* = off", range(first, first + count)), (f"{stage}_{count - 1} = off",
                                                                              [first + count - 1])):
             counter.calls.clear()
-            sample(mame(host, model, overrides=rule), family, steps=1)
+            sample(mame(dit_host, model, overrides=rule), family, steps=1)
             lengths = [q for _, q, _ in counter.calls]
             assert len(lengths) == ATTENTION_CALLS[family]
             assert lengths[:refiners] == unmerged[:refiners], (rule, lengths)
             assert all((lengths[i] == full) == (i in off) for i in range(refiners, len(lengths))), (rule, lengths)
         first += count
-    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
-              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
-    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
-    patched, recorder = node.patch(models[family], 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
-                                   prompt=prompt, unique_id="2")
-    sample(patched, family, steps=1)
-    image = torch.rand(1, grid[0] * 16, grid[1] * 16, 3, generator=seeded(4))
-    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
-    assert f"grid {grid[0]}x{grid[1]}" in text, text
-    assert drawn.shape == image.shape and not torch.equal(drawn, image)
+    merge_map_draws_the_grid(dit_host, models[family], lambda patched: sample(patched, family, steps=1), grid)
 
 
-def test_an_error_switches_dit_merging_off_once_as_on_a_unet(host, models, caplog, monkeypatch):
+def test_an_error_switches_dit_merging_off_once_as_on_a_unet(dit_host, models, caplog, monkeypatch):
     """One error policy for both patches (nodes/kit.py ErrorStop): the first exception in the
     DiT override is said once with its cause, sampling goes on unmerged, later calls do not try again."""
-    patched = mame(host, models["flux"])
+    patched = mame(dit_host, models["flux"])
     override = patched.model_options["transformer_options"]["optimized_attention_override"]
     tried = []
 

@@ -7,10 +7,12 @@ self-attention over the text alone under a text x text mask first. MaMe merges t
 tokens of the double and single blocks and shortens the key mask with them."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import seeded
-from test_dit_e2e import AttentionCounter, expected_merged, mame, tiled_image
+from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, started_override, tiled_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -22,33 +24,11 @@ REFINER_CALLS = 2  # txt_in's token refiner: two text-only self-attention calls,
 BLOCK_CALLS = 4  # 2 double + 2 single blocks
 
 
-class MaskCounter(AttentionCounter):
-    """An attention override under MaMe: per call (batch, q length, k length, mask or None)."""
-
-    def __call__(self, func, *args, **kwargs):
-        out = super().__call__(func, *args, **kwargs)
-        mask = kwargs.get("mask")
-        self.calls[-1] += (None if mask is None else mask.clone(),)
-        return out
-
-
 @pytest.fixture(scope="module")
-def host(dit_host):
-    return dit_host
-
-
-@pytest.fixture(scope="module")
-def model(host):
+def model(dit_host):
     from embedded_host.dit_models import build_model
 
     return build_model(FAMILY)
-
-
-def counted(model):
-    counter = MaskCounter()
-    clone = model.clone()
-    clone.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counter
-    return clone, counter
 
 
 def text_mask(padded=PADDED):
@@ -83,23 +63,16 @@ def image_grid(grid):
     return grid if grid[0] > 1 else grid[1:]  # one frame merges as an image
 
 
-def tokens(grid):
-    n = 1
-    for side in grid:
-        n *= side
-    return n
-
-
-def test_registry_entry_merges(host, model):
-    dit = host.nodes.dit_inspect.inspect_dit(model)
+def test_registry_entry_merges(dit_host, model):
+    dit = dit_host.nodes.dit_inspect.inspect_dit(model)
     assert dit is not None and dit.family.merges and dit.family.key_mask
     assert dit.blocks == {"double": 2, "single": 2} and dit.patch == (1, 2, 2)
 
 
 @pytest.mark.parametrize("shape", [IMAGE, VIDEO], ids=["image", "video"])
-def test_ratio_zero_is_bit_identical_to_no_node(host, model, shape):
+def test_ratio_zero_is_bit_identical_to_no_node(dit_host, model, shape):
     base = sample(model, shape)
-    assert torch.equal(sample(mame(host, model, ratio=0.0), shape), base)
+    assert torch.equal(sample(mame(dit_host, model, ratio=0.0), shape), base)
 
 
 def test_the_text_mask_masks_something(model):
@@ -108,15 +81,15 @@ def test_the_text_mask_masks_something(model):
 
 
 @pytest.mark.parametrize("shape", [IMAGE, VIDEO], ids=["image", "video"])
-def test_self_attention_runs_on_the_merged_image_and_the_mask_follows(host, model, shape):
-    clone, counter = counted(model)
+def test_self_attention_runs_on_the_merged_image_and_the_mask_follows(dit_host, model, shape):
+    clone, counter = counted(model, masks=True)
     base = sample(clone, shape)
     full_calls = list(counter.calls)
     counter.calls.clear()
-    out = sample(mame(host, clone), shape)
+    out = sample(mame(dit_host, clone), shape)
     grid = grid_of(shape)
-    n = tokens(grid)
-    merged = expected_merged(host, FAMILY, image_grid(grid))
+    n = math.prod(grid)
+    merged = expected_merged(dit_host, FAMILY, image_grid(grid))
     assert merged < n
     per_model_call = REFINER_CALLS + BLOCK_CALLS
     assert len(counter.calls) == len(full_calls) == 2 * per_model_call  # positive (masked) and negative
@@ -142,12 +115,6 @@ def test_self_attention_runs_on_the_merged_image_and_the_mask_follows(host, mode
     assert 1e-3 < change < 0.5, change
 
 
-def started_override(host, model, mode="qkv"):
-    override = mame(host, model, mode=mode).model_options["transformer_options"]["optimized_attention_override"]
-    override.step.start_call(0.0, torch.device("cpu"))
-    return override
-
-
 def joint_values(grid, heads=2, dim=16, seed=6):
     """[1, heads, image + text, dim]: image values one per 8x8 tile, text values distinct."""
     g = seeded(seed)
@@ -161,14 +128,14 @@ def key_mask(n):
 
 
 @pytest.mark.parametrize("reference", [0, 40], ids=["plain", "ref_latent"])
-def test_text_comes_back_untouched_and_image_restores(host, model, reference):
+def test_text_comes_back_untouched_and_image_restores(dit_host, model, reference):
     # A per-token "attention" (output = v) on image tokens that are copies of their 8x8 tile, then
     # text: the text comes back exactly and the image is restored; the attention sees the merged
     # length and the shortened mask. With a reference latent its tokens come first, untouched.
-    dit_patch = host.nodes.dit_patch
-    override = started_override(host, model)
+    dit_patch = dit_host.nodes.dit_patch
+    override = started_override(dit_host, model)
     heads, dim, grid = 2, 16, (16, 20)
-    n = tokens(grid)
+    n = math.prod(grid)
     v = joint_values(grid, heads, dim)
     if reference:
         v = torch.cat([torch.randn(1, heads, reference, dim, generator=seeded(8)) * 5, v], dim=2)
@@ -185,7 +152,7 @@ def test_text_comes_back_untouched_and_image_restores(host, model, reference):
                    transformer_options=options)
     length = reference + n + TEXT
     expected = v.transpose(1, 2).reshape(1, length, heads * dim)
-    merged = expected_merged(host, FAMILY, grid)
+    merged = expected_merged(dit_host, FAMILY, grid)
     (q_len, seen_mask), = seen
     assert q_len == reference + merged + TEXT
     assert torch.equal(seen_mask[..., reference + merged:].reshape(-1), mask[..., reference + n:].reshape(-1))
@@ -196,16 +163,16 @@ def test_text_comes_back_untouched_and_image_restores(host, model, reference):
 
 
 @pytest.mark.parametrize("mode", ["qkv", "kv"])
-def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(host, model, mode):
+def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(dit_host, model, mode):
     # attention_pytorch on a CPU gets the log-size bias added to the shortened text mask; other
     # kernels get the size channel and the mask as it is: the same proportional attention, and
     # the padded text keys stay masked (their values do not reach the output).
     import comfy.ldm.modules.attention as comfy_attention
 
-    dit_patch = host.nodes.dit_patch
-    override = started_override(host, model, mode)
+    dit_patch = dit_host.nodes.dit_patch
+    override = started_override(dit_host, model, mode)
     heads, dim, grid = 2, 16, (16, 20)
-    n = tokens(grid)
+    n = math.prod(grid)
     g = seeded(9)
     q, k, v = (torch.randn(1, heads, n + TEXT, dim, generator=g) for _ in range(3))
     mask = key_mask(n)
@@ -223,7 +190,7 @@ def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(host, mode
         return override(func, q, k, values, heads, skip_reshape=True, mask=mask, transformer_options=dict(options))
 
     masked, channelled = run(spy("attention_pytorch")), run(spy("attention_sub_quad"))
-    merged = expected_merged(host, FAMILY, grid)
+    merged = expected_merged(dit_host, FAMILY, grid)
     assert seen == {"attention_pytorch": (1, 1, 1, merged + TEXT), "attention_sub_quad": (1, 1, 1, merged + TEXT)}
     torch.testing.assert_close(masked, channelled, rtol=1e-5, atol=1e-5)
     padded_moved = v.clone()
@@ -231,13 +198,13 @@ def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(host, mode
     torch.testing.assert_close(run(spy("attention_pytorch"), padded_moved), masked, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_latent_tokens_stay_before_the_merged_image(host, model):
+def test_reference_latent_tokens_stay_before_the_merged_image(dit_host, model):
     # HunyuanVideo I2V "custom" guidance: ref_latent's tokens come before the image, unmerged
-    clone, counter = counted(model)
+    clone, counter = counted(model, masks=True)
     ref = torch.randn(1, 16, 1, 16, 20, generator=seeded(3))
-    out = sample(mame(host, clone), VIDEO, ref_latent=ref)
-    n, r = tokens(grid_of(VIDEO)), tokens(grid_of(ref.shape))
-    merged = expected_merged(host, FAMILY, grid_of(VIDEO))
+    out = sample(mame(dit_host, clone), VIDEO, ref_latent=ref)
+    n, r = math.prod(grid_of(VIDEO)), math.prod(grid_of(ref.shape))
+    merged = expected_merged(dit_host, FAMILY, grid_of(VIDEO))
     blocks = [c for c in counter.calls if c[1] != TEXT]
     masked = [c for c in blocks if c[3] is not None]
     assert len(blocks) == 2 * BLOCK_CALLS and len(masked) == BLOCK_CALLS
@@ -247,18 +214,18 @@ def test_reference_latent_tokens_stay_before_the_merged_image(host, model):
     assert torch.isfinite(out).all()
 
 
-def test_hunyuan_image_2d_latent_with_byt5_tokens(host):
+def test_hunyuan_image_2d_latent_with_byt5_tokens(dit_host):
     # HunyuanImage 2.1: a 2-D latent, patch 1, and 7 byT5 glyph tokens appended to the text
     import comfy.sample
 
     from embedded_host.dit_models import build_model, conditioning
 
-    clone, counter = counted(build_model("hunyuan_image"))
+    clone, counter = counted(build_model("hunyuan_image"), masks=True)
     positive = conditioning("hunyuan_image")
     positive[0][1]["conditioning_byt5small"] = torch.randn(1, 7, 1472, generator=seeded(5))
     shape = (1, 64, 16, 20)
-    merged, outs = expected_merged(host, FAMILY, (16, 20)), []
-    for model, image in ((clone, 320), (mame(host, clone), merged), (mame(host, clone, ratio=0.0), 320)):
+    merged, outs = expected_merged(dit_host, FAMILY, (16, 20)), []
+    for model, image in ((clone, 320), (mame(dit_host, clone), merged), (mame(dit_host, clone, ratio=0.0), 320)):
         counter.calls.clear()
         with torch.no_grad():
             outs.append(comfy.sample.sample(model, torch.randn(shape, generator=seeded(0)), 1, 2.0, "euler", "simple",
@@ -269,13 +236,13 @@ def test_hunyuan_image_2d_latent_with_byt5_tokens(host):
     assert torch.equal(outs[2], outs[0]) and not torch.equal(outs[1], outs[0])
 
 
-def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, model):
+def test_stages_are_addressable_and_the_merge_map_draws_the_grid(dit_host, model):
     # double and single blocks, and the last of each, turn off alone; the token refiner is never
     # merged; the Merge Map draws the first frame's grid of a video.
-    dit = host.nodes.dit_inspect.inspect_dit(model)
+    dit = dit_host.nodes.dit_inspect.inspect_dit(model)
     grid = grid_of(VIDEO)
-    full = tokens(grid) + TEXT
-    clone, counter = counted(model)
+    full = math.prod(grid) + TEXT
+    clone, counter = counted(model, masks=True)
     per_model_call = REFINER_CALLS + BLOCK_CALLS
     first = REFINER_CALLS
     for stage in dit.family.stages:
@@ -283,7 +250,7 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, model):
         for rule, off in ((f"{stage}_* = off", range(first, first + count)),
                           (f"{stage}_{count - 1} = off", [first + count - 1])):
             counter.calls.clear()
-            sample(mame(host, clone, overrides=rule), VIDEO)
+            sample(mame(dit_host, clone, overrides=rule), VIDEO)
             lengths = [q for _, q, _, _ in counter.calls]
             assert len(lengths) == 2 * per_model_call
             for i, q in enumerate(lengths):
@@ -293,13 +260,4 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(host, model):
                 else:
                     assert (q == full) == (j in off), (rule, lengths)
         first += count
-    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
-              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
-    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
-    patched, recorder = node.patch(model, 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
-                                   prompt=prompt, unique_id="2")
-    sample(patched, VIDEO)
-    image = torch.rand(1, grid[1] * 16, grid[2] * 16, 3, generator=seeded(4))
-    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
-    assert f"grid {grid[1]}x{grid[2]}" in text, text
-    assert drawn.shape == image.shape and not torch.equal(drawn, image)
+    merge_map_draws_the_grid(dit_host, model, lambda patched: sample(patched, VIDEO), grid[1:])

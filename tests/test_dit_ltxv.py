@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import seeded
-from test_dit_e2e import counted, expected_merged, mame
+from dit_helpers import counted, expected_merged, extra_tokens_come_back_exact, mame, merge_map_draws_the_grid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -23,12 +23,7 @@ CALLS = "Sx" * 3
 
 
 @pytest.fixture(scope="module")
-def host(dit_host):
-    return dit_host
-
-
-@pytest.fixture(scope="module")
-def ltxv(host):
+def ltxv(dit_host):
     from embedded_host.ltxv_models import build_ltxv
 
     return build_ltxv()
@@ -56,26 +51,26 @@ def sample(model, keyframes=0, i2v=False, steps=1, cfg=2.0):
 CASES = {"t2v": {}, "i2v": {"i2v": True}, "keyframe": {"keyframes": 1, "i2v": True}}
 
 
-def test_ltxv_has_its_registry_entry_and_patch_1(host, ltxv):
-    dit = host.nodes.dit_inspect.inspect_dit(ltxv)
+def test_ltxv_has_its_registry_entry_and_patch_1(dit_host, ltxv):
+    dit = dit_host.nodes.dit_inspect.inspect_dit(ltxv)
     assert dit is not None and dit.name == "ltxv" and dit.family.merges
     assert dit.patch == (1, 1, 1) and dit.blocks == {"blocks": 3}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_ratio_zero_is_bit_identical_to_no_node(host, ltxv, case):
-    assert torch.equal(sample(mame(host, ltxv, ratio=0.0), **CASES[case]), sample(ltxv, **CASES[case]))
+def test_ratio_zero_is_bit_identical_to_no_node(dit_host, ltxv, case):
+    assert torch.equal(sample(mame(dit_host, ltxv, ratio=0.0), **CASES[case]), sample(ltxv, **CASES[case]))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(host, ltxv, case):
+def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(dit_host, ltxv, case):
     model, counter = counted(ltxv)
     base = sample(model, **CASES[case])
     full = list(counter.calls)
     counter.calls.clear()
-    out = sample(mame(host, model), **CASES[case])
+    out = sample(mame(dit_host, model), **CASES[case])
     keyframe_tokens = CASES[case].get("keyframes", 0) * HEIGHT * WIDTH
-    merged = expected_merged(host, "ltxv", GRID)
+    merged = expected_merged(dit_host, "ltxv", GRID)
     assert merged < N and len(full) == len(counter.calls) == len(CALLS), (len(full), len(counter.calls))
     for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS, full, counter.calls, strict=True):
         assert b == b2
@@ -88,29 +83,18 @@ def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(ho
     assert 1e-3 < change < 0.5, change
 
 
-def test_keyframe_tokens_stay_outside_the_merged_span(host, ltxv):
+def test_keyframe_tokens_stay_outside_the_merged_span(dit_host, ltxv):
     # layout image_first: video at [0, N), the guide frames' tokens after it come back exactly
-    from test_dit_wan_variants import reference_tokens_come_back_exact
-
-    call = host.nodes.dit_patch.CallInfo((1, 16, 16), 12)
-    reference_tokens_come_back_exact(host, ltxv, 64, call, seed=11)
+    call = dit_host.nodes.dit_patch.CallInfo((1, 16, 16), 12)
+    extra_tokens_come_back_exact(dit_host, ltxv, 64, call, seed=11)
 
 
-def test_blocks_are_addressable(host, ltxv):
+def test_blocks_are_addressable(dit_host, ltxv):
     model, counter = counted(ltxv)
-    sample(mame(host, model, overrides="blocks_1 = off"))
+    sample(mame(dit_host, model, overrides="blocks_1 = off"))
     self_calls = [q for kind, (_, q, _) in zip(CALLS, counter.calls, strict=True) if kind == "S"]
     assert [q == N for q in self_calls] == [False, True, False], self_calls
 
 
-def test_merge_map_draws_the_frame_grid(host, ltxv):
-    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
-              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
-    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
-    patched, recorder = node.patch(ltxv, 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
-                                   prompt=prompt, unique_id="2")
-    sample(patched, keyframes=1)
-    image = torch.rand(1, HEIGHT * 32, WIDTH * 32, 3, generator=seeded(4))
-    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
-    assert f"grid {HEIGHT}x{WIDTH}" in text, text
-    assert drawn.shape == image.shape and not torch.equal(drawn, image)
+def test_merge_map_draws_the_frame_grid(dit_host, ltxv):
+    merge_map_draws_the_grid(dit_host, ltxv, lambda patched: sample(patched, keyframes=1), (HEIGHT, WIDTH), pixels=32)

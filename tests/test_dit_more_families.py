@@ -14,11 +14,12 @@ override sees them (the counter below records none)."""
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
 from conftest import seeded
-from test_dit_e2e import counted, expected_merged, mame
+from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, registry_names_each_class
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -33,12 +34,7 @@ FAMILY = {name: name for name in MERGING + tuple(PASSING)}
 
 
 @pytest.fixture(scope="module")
-def host(dit_host):
-    return dit_host
-
-
-@pytest.fixture(scope="module")
-def models(host):
+def models(dit_host):
     from embedded_host.image_dit_models import build
 
     return {name: build(name) for name in FAMILY}
@@ -66,13 +62,10 @@ def sample(model, name, steps=1, cfg=2.0, extras=None):
                                    seed=0, disable_pbar=True)
 
 
-def test_each_class_has_its_registry_entry(host, models):
-    families = host.nodes.families
-    for name, model in models.items():
-        family = families.family_of_class(type(model.model.diffusion_model))
-        assert family is not None and family.name == FAMILY[name], (name, family)
-        assert family.merges == (name in MERGING)
-    assert host.nodes.dit_inspect.inspect_dit(models["cosmos"]).patch == (1, 2, 2)  # read from patch_spatial
+def test_each_class_has_its_registry_entry(dit_host, models):
+    registry_names_each_class(dit_host, models, FAMILY, MERGING)
+    families = dit_host.nodes.families
+    assert dit_host.nodes.dit_inspect.inspect_dit(models["cosmos"]).patch == (1, 2, 2)  # read from patch_spatial
     # AuraFlow's class is called MMDiT, as SD3's base class is: the module-qualified name tells them apart
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
@@ -80,21 +73,19 @@ def test_each_class_has_its_registry_entry(host, models):
 
 
 @pytest.mark.parametrize("name", MERGING)
-def test_ratio_zero_is_bit_identical_to_no_node(host, models, name):
-    assert torch.equal(sample(mame(host, models[name], ratio=0.0), name), sample(models[name], name))
+def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, name):
+    assert torch.equal(sample(mame(dit_host, models[name], ratio=0.0), name), sample(models[name], name))
 
 
 @pytest.mark.parametrize("name", MERGING)
-def test_self_attention_over_the_image_is_shortened(host, models, name):
+def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
     model, counter = counted(models[name])
     base = sample(model, name)
     full = list(counter.calls)
     counter.calls.clear()
-    out = sample(mame(host, model), name)
-    n = 1
-    for side in grid(name):
-        n *= side
-    merged = expected_merged(host, name, grid(name))
+    out = sample(mame(dit_host, model), name)
+    n = math.prod(grid(name))
+    merged = expected_merged(dit_host, name, grid(name))
     context = CONTEXT.get(name, 0)
     assert merged < n and len(full) == len(counter.calls) == len(CALLS[name]), (len(full), len(counter.calls))
     for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS[name], full, counter.calls, strict=True):
@@ -113,50 +104,39 @@ def test_self_attention_over_the_image_is_shortened(host, models, name):
                                                       ("cosmos", "blocks_0 = off", (0,)),
                                                       ("cosmos_predict2", "blocks_2 = off", (2,)),
                                                       ("omnigen2", "blocks_1 = off", (1,))])
-def test_blocks_are_addressable(host, models, name, override, full_at):
+def test_blocks_are_addressable(dit_host, models, name, override, full_at):
     model, counter = counted(models[name])
-    sample(mame(host, model, overrides=override), name)
-    n = 1
-    for side in grid(name):
-        n *= side
+    sample(mame(dit_host, model, overrides=override), name)
+    n = math.prod(grid(name))
     per_block = [q == n + CONTEXT.get(name, 0) for kind, (_, q, _) in zip(CALLS[name], counter.calls, strict=True)
                  if kind == "S"]
     assert per_block == [i in full_at for i in range(len(per_block))], per_block
 
 
-def test_omnigen2_with_a_reference_image_counts_its_reference_refiner(host, models):
+def test_omnigen2_with_a_reference_image_counts_its_reference_refiner(dit_host, models):
     # with reference latents the reference-image refiner runs before the layers, which attend over
     # [text, reference, image]: the layers are still numbered right (blocks_1 off, blocks_0 merged)
     extras = {"reference_latents": [torch.randn(1, 16, 16, 20, generator=seeded(8))]}  # 8 x 10 tokens
     model, counter = counted(models["omnigen2"])
-    sample(mame(host, model, overrides="blocks_1 = off"), "omnigen2", extras=extras)
+    sample(mame(dit_host, model, overrides="blocks_1 = off"), "omnigen2", extras=extras)
     n, ref = 16 * 20, 8 * 10
-    merged = expected_merged(host, "omnigen2", (16, 20))
+    merged = expected_merged(dit_host, "omnigen2", (16, 20))
     assert [q for _, q, _ in counter.calls] == [12, n, ref, 12 + ref + merged, 12 + ref + n], counter.calls
 
 
 @pytest.mark.parametrize("name", MERGING)
-def test_merge_map_draws_the_grid(host, models, name):
-    h, w = grid(name)[-2:]  # video: the first frame's grid
-    prompt = {"2": {"class_type": "MaMe", "inputs": {}},
-              "9": {"class_type": "MaMeMergeMap", "inputs": {"merge_map": ["2", 1]}}}
-    node = host.NODE_CLASS_MAPPINGS["MaMe"]()
-    patched, recorder = node.patch(models[name], 0.5, 0.7, "qkv", 8, "auto", 0.0, 1.0, 0, "", None,
-                                   prompt=prompt, unique_id="2")
-    sample(patched, name)
-    image = torch.rand(1, h * 16, w * 16, 3, generator=seeded(4))
-    drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
-    assert f"grid {h}x{w}" in text, text
-    assert drawn.shape == image.shape and not torch.equal(drawn, image)
+def test_merge_map_draws_the_grid(dit_host, models, name):
+    first_frame = grid(name)[-2:]
+    merge_map_draws_the_grid(dit_host, models[name], lambda patched: sample(patched, name), first_frame)
 
 
 @pytest.mark.parametrize("name", PASSING)
-def test_passes_through_with_one_warning_that_names_the_reason(host, models, name, caplog):
+def test_passes_through_with_one_warning_that_names_the_reason(dit_host, models, name, caplog):
     model, counter = counted(models[name])
     base = sample(model, name)
     assert counter.calls == []  # no attention call of the model reaches an override
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        patched = mame(host, models[name])
+        patched = mame(dit_host, models[name])
     assert patched is models[name]
     assert torch.equal(sample(patched, name), sample(models[name], name))
     assert torch.isfinite(base).all()

@@ -15,7 +15,7 @@ import logging
 import pytest
 import torch
 from conftest import seeded
-from test_dit_e2e import counted, expected_merged, mame
+from dit_helpers import counted, expected_merged, extra_tokens_come_back_exact, mame, registry_names_each_class
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -35,12 +35,7 @@ def latent_shape(variant):
 
 
 @pytest.fixture(scope="module")
-def host(dit_host):
-    return dit_host
-
-
-@pytest.fixture(scope="module")
-def variants(host):
+def variants(dit_host):
     from embedded_host.wan_variant_models import build_variant
 
     return {name: build_variant(name) for name in MERGING + ("s2v",)}
@@ -63,30 +58,26 @@ def sample(model, variant, steps=1, cfg=2.0):
                                    seed=0, disable_pbar=True)
 
 
-def test_each_variant_class_has_its_registry_entry(host, variants):
-    families = host.nodes.families
-    for name, model in variants.items():
-        family = families.family_of_class(type(model.model.diffusion_model))
-        assert family is not None and family.name == FAMILY[name], (name, family)
-        assert family.merges == (name != "s2v")
+def test_each_variant_class_has_its_registry_entry(dit_host, variants):
+    registry_names_each_class(dit_host, variants, FAMILY, MERGING)  # S2V passes through
 
 
 @pytest.mark.parametrize("variant", MERGING)
-def test_ratio_zero_is_bit_identical_to_no_node(host, variants, variant):
+def test_ratio_zero_is_bit_identical_to_no_node(dit_host, variants, variant):
     base = sample(variants[variant], variant)
-    assert torch.equal(sample(mame(host, variants[variant], ratio=0.0), variant), base)
+    assert torch.equal(sample(mame(dit_host, variants[variant], ratio=0.0), variant), base)
 
 
 @pytest.mark.parametrize("variant", MERGING)
-def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(host, variants, variant):
+def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(dit_host, variants, variant):
     model, counter = counted(variants[variant])
     base = sample(model, variant)
     full = list(counter.calls)
     counter.calls.clear()
-    out = sample(mame(host, model), variant)
+    out = sample(mame(dit_host, model), variant)
     grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
     n = grid[0] * grid[1] * grid[2]
-    merged = expected_merged(host, "wan", grid)
+    merged = expected_merged(dit_host, "wan", grid)
     ref = REFERENCE_TOKENS.get(variant, 0)
     pattern = CALLS[variant]
     assert merged < n and len(full) == len(counter.calls) == len(pattern), (len(full), len(counter.calls))
@@ -102,55 +93,28 @@ def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(ho
     assert 1e-3 < change < 0.5, change
 
 
-def reference_tokens_come_back_exact(host, model, extra, call_info, seed):
-    """A per-token "attention" (output = v) over 16x16 video tokens that are copies of their 8x8
-    tile, followed by ``extra`` tokens unlike any video token: the call runs on the merged video
-    plus the extra tokens, and the extra tokens come back exactly."""
-    from test_dit_e2e import tiled_image
-
-    dit_patch = host.nodes.dit_patch
-    override = mame(host, model).model_options["transformer_options"]["optimized_attention_override"]
-    override.step.start_call(0.0, torch.device("cpu"))
-    heads, dim, n = 2, 16, 256
-    g = seeded(seed)
-    v = torch.cat([tiled_image(heads, dim, (16, 16), g), torch.randn(1, heads, extra, dim, generator=g) * 10], dim=2)
-    seen = []
-
-    def values_as_output(q, k, v, heads, skip_reshape=False, **kwargs):
-        seen.append(q.shape[1])
-        return v
-
-    options = {dit_patch.CALL_KEY: call_info, dit_patch.BLOCK_KEY: ("blocks", 0), dit_patch.ATTN_COUNT_KEY: 0}
-    out = override(values_as_output, v.clone(), v.clone(), v.clone(), heads, skip_reshape=True,
-                   transformer_options=options)
-    expected = v.transpose(1, 2).reshape(1, n + extra, heads * dim)
-    assert seen == [expected_merged(host, "wan", (1, 16, 16)) + extra]
-    assert torch.equal(out[:, n:], expected[:, n:])
-    torch.testing.assert_close(out, expected, rtol=1e-6, atol=4e-6)
-
-
-def test_humo_reference_frame_stays_outside_the_merged_span(host, variants):
+def test_humo_reference_frame_stays_outside_the_merged_span(dit_host, variants):
     # HuMo (layout image_first): the reference frame's tokens follow the video
-    call = host.nodes.dit_patch.CallInfo((1, 16, 16), 12)
-    reference_tokens_come_back_exact(host, variants["humo"], 64, call, seed=7)
+    call = dit_host.nodes.dit_patch.CallInfo((1, 16, 16), 12)
+    extra_tokens_come_back_exact(dit_host, variants["humo"], 64, call, seed=7)
 
 
 @pytest.mark.parametrize("variant", ["vace", "humo"])
-def test_blocks_are_addressable(host, variants, variant):
+def test_blocks_are_addressable(dit_host, variants, variant):
     model, counter = counted(variants[variant])
-    sample(mame(host, model, overrides="blocks_1 = off"), variant)
+    sample(mame(dit_host, model, overrides="blocks_1 = off"), variant)
     self_calls = [q for kind, (_, q, _) in zip(CALLS[variant], counter.calls, strict=True) if kind == "S"]
     full = FRAMES * (HEIGHT // 2) * (WIDTH // 2) + REFERENCE_TOKENS.get(variant, 0)
     assert [q == full for q in self_calls] == [i == 1 for i in range(len(self_calls))], self_calls
 
 
-def test_s2v_passes_through_with_one_warning_that_names_the_reason(host, variants, caplog):
+def test_s2v_passes_through_with_one_warning_that_names_the_reason(dit_host, variants, caplog):
     # S2V's blocks call attention without transformer_options: an override sees none of their calls
     model, counter = counted(variants["s2v"])
     base = sample(model, "s2v")
     assert counter.calls == []
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        patched = mame(host, variants["s2v"])
+        patched = mame(dit_host, variants["s2v"])
     assert patched is variants["s2v"]
     assert torch.equal(sample(patched, "s2v"), sample(variants["s2v"], "s2v"))
     assert torch.isfinite(base).all()
@@ -159,7 +123,7 @@ def test_s2v_passes_through_with_one_warning_that_names_the_reason(host, variant
 
 
 @pytest.fixture(scope="module")
-def phantom(host):
+def phantom(dit_host):
     from embedded_host.dit_models import build_model
 
     return build_model("wan")
@@ -182,16 +146,16 @@ def sample_phantom(model, subjects=1):
                                    uncond, torch.zeros(shape), seed=0, disable_pbar=True)
 
 
-def test_phantom_merges_the_video_and_leaves_the_subject_frames_alone(host, phantom):
-    assert torch.equal(sample_phantom(mame(host, phantom, ratio=0.0)), sample_phantom(phantom))
+def test_phantom_merges_the_video_and_leaves_the_subject_frames_alone(dit_host, phantom):
+    assert torch.equal(sample_phantom(mame(dit_host, phantom, ratio=0.0)), sample_phantom(phantom))
     model, counter = counted(phantom)
     base = sample_phantom(model)
     full = list(counter.calls)
     counter.calls.clear()
-    out = sample_phantom(mame(host, model))
+    out = sample_phantom(mame(dit_host, model))
     grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
     n, subjects = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
-    merged = expected_merged(host, "wan", grid)
+    merged = expected_merged(dit_host, "wan", grid)
     for kind, (_, q_full, k_full), (_, q_len, k_len) in zip("Sx" * 3, full, counter.calls, strict=True):
         if kind == "S":
             assert q_full == k_full == n + subjects and q_len == k_len == merged + subjects, (q_full, q_len)
@@ -200,7 +164,7 @@ def test_phantom_merges_the_video_and_leaves_the_subject_frames_alone(host, phan
     assert 1e-3 < ((out - base).norm() / base.norm()).item() < 0.5
 
 
-def test_phantom_subject_tokens_stay_outside_the_merged_span(host, phantom):
+def test_phantom_subject_tokens_stay_outside_the_merged_span(dit_host, phantom):
     # Wan (layout image_last) with time_dim_concat: the subject frames' tokens follow the video
-    call = host.nodes.dit_patch.CallInfo((1, 16, 16), 12, trailing_tokens=64)
-    reference_tokens_come_back_exact(host, phantom, 64, call, seed=9)
+    call = dit_host.nodes.dit_patch.CallInfo((1, 16, 16), 12, trailing_tokens=64)
+    extra_tokens_come_back_exact(dit_host, phantom, 64, call, seed=9)
