@@ -116,3 +116,41 @@ def test_speed_benchmark_takes_a_non_square_size():
     inputs = unet_inputs("sdxl", 1, torch.float32, "cpu", (1216, 832))
     assert inputs["sample"].shape == (1, 4, 152, 104)
     assert inputs["added_cond_kwargs"]["time_ids"][0, :2].tolist() == [1216.0, 832.0]
+
+
+NEW_DIT_CASES = ("flux2-1024", "hunyuan15-480p25", "ltxv-768x512x97")
+
+
+def test_dit_blocks_command_runs_the_new_cases_at_tiny_width(tmp_path, monkeypatch, capsys):
+    from bench import dit_blocks
+
+    # each case's layout, RoPE, MLP and cross-attention at 64 wide on a small grid
+    for case in NEW_DIT_CASES:
+        cfg = dit_blocks.CASES[case]
+        frames = min(cfg["grid"][0], 3)
+        monkeypatch.setitem(dit_blocks.CASES, case, dict(cfg, dim=64, heads=2, mlp=96, grid=(frames, 8, 10),
+                                                         text=min(cfg["text"], 8), cross=min(cfg.get("cross", 0), 8)))
+    argv = [a for case in NEW_DIT_CASES for a in ("--case", case)]
+    dit_blocks.main([*argv, "--dtype", "fp32", "--threads", "1", "--rounds", "1", "--timing", "parts",
+                     "--out-dir", str(tmp_path)])
+    capsys.readouterr()
+    for case in NEW_DIT_CASES:
+        result = json.loads((tmp_path / f"dit-{case}.json").read_text())
+        assert result["timing"] == "parts" and set(result["error"]) == {"mame", "tome"}
+        assert 0 < result["error"]["mame"] < result["error"]["tome"] < 1, result["error"]
+        assert set(result["seconds"]["hooks"]) >= {"full", "mame", "tome", "todo", "free-merge"}
+
+
+def test_dit_blocks_hooks_merge_the_image_where_the_text_follows_it():
+    import torch
+
+    from bench.dit_blocks import hooks
+
+    gen = torch.Generator().manual_seed(0)
+    text, grid, n = 8, (3, 8, 10), 240
+    q, k, v = (torch.randn(1, 2, text + n, 32, generator=gen) for _ in range(3))
+    first, after = hooks(grid, text, 2, 0.5), hooks(grid, text, 2, 0.5, text_after=True)
+    order = torch.cat([torch.arange(text, text + n), torch.arange(text)])  # text, image -> image, text
+    for name in ("mame", "mame-channel", "tome", "todo"):
+        expected = first[name](q, k, v)[:, order]
+        torch.testing.assert_close(after[name](*(t[:, :, order] for t in (q, k, v))), expected, msg=name)
