@@ -70,3 +70,26 @@ def dit_host():
     except ImportError:
         pytest.skip("this ComfyUI host has no DiT model classes")
     return module
+
+
+# The SDXL and SD2.1 layout UNets (tests/comfy_models.py), built once for the modules that sample them.
+@pytest.fixture(scope="session")
+def sdxl():
+    from comfy_models import layout_model
+
+    return layout_model("sdxl")
+
+
+@pytest.fixture(scope="session")
+def sd21():
+    from comfy_models import layout_model
+
+    return layout_model("sd21")
+
+
+@pytest.fixture(scope="session")
+def sdxl_512_plain(sdxl):
+    """The SDXL layout sampled unpatched at 512x512, one step: what an unmerging patch must give."""
+    from comfy_models import sample_at
+
+    return sample_at(sdxl, 512, 512, steps=1)

@@ -1,94 +1,26 @@
-"""SDXL and SD2.1-768-v layouts through ComfyUI's real UNet, ModelPatcher and sampler.
-
-A full SDXL checkpoint (CLIP-G included) is several GB, too much to generate in CI, so
-these tests build the UNets in-process from ComfyUI's own classes with the real block
-layout (levels, block numbering, transformer depth > 1 on SDXL) and narrower channels.
-Weights are seeded random values; nothing is mocked.
+"""SDXL and SD2.1-768-v layouts through ComfyUI's real UNet, ModelPatcher and sampler: the UNets
+are built in-process from ComfyUI's own classes at narrow width (tests/comfy_models.py, the
+session fixtures ``sdxl`` and ``sd21`` of conftest). Weights are seeded random values; nothing is mocked.
 """
 import logging
 
 import pytest
 import torch
+from comfy_models import mame_patch as mame
+from comfy_models import sample_at as sample
 
-from embedded_host.checkpoint import fill_
-from embedded_host.inprocess import comfy_host, extension
+from embedded_host.inprocess import comfy_host
 
 pytestmark = pytest.mark.e2e
-
-SDXL_LAYOUT = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 64,
-    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 3, 3], "channel_mult": [1, 2, 2],
-    "transformer_depth_middle": 3, "use_linear_in_transformer": True, "context_dim": 2048,
-    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 3, 3, 3], "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
-SD21_LAYOUT = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "model_channels": 64, "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 1, 2, 2], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": True, "context_dim": 1024, "transformer_depth_output": [1] * 9 + [0] * 3,
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-
-
-def build(kind):
-    comfy_host()
-    import comfy.model_base
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    if kind == "sdxl":
-        config = comfy.supported_models.SDXL(dict(SDXL_LAYOUT))
-        model = comfy.model_base.SDXL(config, device="cpu")
-    else:
-        config = comfy.supported_models.SD20(dict(SD21_LAYOUT))  # ComfyUI names SD2.x "SD20"
-        model = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.V_PREDICTION, device="cpu")
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in model.diffusion_model.state_dict(keep_vars=True).items():
-            fill_(name, tensor.data, gen)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return build("sdxl")
-
-
-@pytest.fixture(scope="module")
-def sd21():
-    return build("sd21")
-
-
-def mame(model, **overrides):
-    inputs = dict(ratio=0.5, threshold=0.7, mode="qkv", tile_size=8, levels="auto", start_percent=0.0,
-                  end_percent=1.0, seed=0, overrides="")
-    inputs.update(overrides)
-    patched, _recorder = extension().NODE_CLASS_MAPPINGS["MaMe"]().patch(model, **inputs)
-    return patched
 
 
 def the_patch(patched):
     return patched.model_options["transformer_options"]["patches"]["attn1_patch"][-1].__self__
 
 
-def sample(model, width, height, batch=1, context_dim=2048, steps=2):
-    import comfy.sample
-
-    gen = torch.Generator().manual_seed(1)
-    latent = torch.zeros(batch, 4, height // 8, width // 8)
-    noise = torch.randn(latent.shape, generator=gen)
-    pooled = {"pooled_output": torch.randn(1, 1280, generator=gen), "width": width, "height": height}
-    pos = [[torch.randn(1, 77, context_dim, generator=gen), dict(pooled)]]
-    neg = [[torch.randn(1, 77, context_dim, generator=gen), dict(pooled)]]
-    return comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", pos, neg, latent, disable_pbar=True, seed=1)
-
-
 def test_sdxl_merges_its_half_resolution_blocks_at_portrait_size(sdxl):
     patched = mame(sdxl)
-    out = sample(patched, 832, 1216, batch=3)
+    out = sample(patched, 832, 1216, batch=3, steps=1)
     assert out.shape == (3, 4, 152, 104) and torch.isfinite(out).all()
     record = the_patch(patched).last_pass
     # SDXL has no attention at full resolution; auto picks d2 (76x52 tokens at 832x1216).
@@ -100,16 +32,15 @@ def test_sdxl_merges_its_half_resolution_blocks_at_portrait_size(sdxl):
     assert sdxl.model_options.get("transformer_options", {}).get("patches") is None  # input untouched
 
 
-def test_sdxl_levels_d2_d4_and_ratio_zero_identity(sdxl):
+def test_sdxl_levels_d2_d4_and_ratio_zero_identity(sdxl, sdxl_512_plain):
     both = mame(sdxl, levels="d2,d4")
     sample(both, 512, 512, steps=1)
     record = the_patch(both).last_pass
     assert {"input_7", "input_8", "middle_0", "output_0"} <= set(record)
     assert len(record["middle_0"].layers) == 3
 
-    plain = sample(sdxl, 512, 512, steps=1)
     zero = sample(mame(sdxl, ratio=0.0), 512, 512, steps=1)
-    assert torch.equal(plain, zero)
+    assert torch.equal(sdxl_512_plain, zero)
 
 
 def test_sd21_768_v_prediction(sd21):
