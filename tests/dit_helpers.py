@@ -3,6 +3,7 @@ MaMe node and its override on a tiny model, the merged length the engine gives a
 checks several families run alike (extra tokens come back exact, the Merge Map draws the grid)."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -46,6 +47,32 @@ def registry_names_each_class(host, models, family, merging):
         entry = families.family_of_class(type(model.model.diffusion_model))
         assert entry is not None and entry.name == family[name], (name, entry)
         assert entry.merges == (name in merging), name
+
+
+def calls_plain_and_merged(host, model, run, masks=False):
+    """``run`` (which samples the model it is given) on ``model`` and on MaMe over it, with an
+    ``AttentionCounter`` installed: (calls without MaMe, calls with it, output without, output with)."""
+    model, counter = counted(model, masks)
+    base = run(model)
+    full = list(counter.calls)
+    counter.calls.clear()
+    out = run(mame(host, model))
+    return full, counter.calls, base, out
+
+
+def passes_through_with_one_warning(host, model, run, caplog, title):
+    """No attention call of ``model`` reaches an override, MaMe hands the model back as it is (the
+    output equals no node) and warns once, naming ``title`` and the missing transformer_options."""
+    clone, counter = counted(model)
+    base = run(clone)
+    assert counter.calls == []
+    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
+        patched = mame(host, model)
+    assert patched is model
+    assert torch.equal(run(patched), run(model))
+    assert torch.isfinite(base).all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and title in warnings[0] and "transformer_options" in warnings[0], warnings
 
 
 def mame(host, model, ratio=0.5, mode="qkv", start=0.0, end=1.0, seed=0, overrides="", schedule=None):

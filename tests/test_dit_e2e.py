@@ -10,7 +10,15 @@ import math
 import pytest
 import torch
 from conftest import seeded
-from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, started_override, tiled_image
+from dit_helpers import (
+    calls_plain_and_merged,
+    counted,
+    expected_merged,
+    mame,
+    merge_map_draws_the_grid,
+    started_override,
+    tiled_image,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -64,19 +72,16 @@ def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, family):
 
 @pytest.mark.parametrize("family", sorted(LATENTS))
 def test_attention_runs_on_the_merged_length_and_moves_the_output(dit_host, models, family):
-    model, counter = counted(models[family])
-    base = sample(model, family, steps=1)
-    full_calls = list(counter.calls)
-    counter.calls.clear()
-    out = sample(mame(dit_host, model), family, steps=1)
+    full_calls, calls, base, out = calls_plain_and_merged(dit_host, models[family],
+                                                          lambda model: sample(model, family, steps=1))
     grid = grid_of(family, LATENTS[family])
     n = math.prod(grid)
     merged = expected_merged(dit_host, family, grid)
     assert merged < n
-    assert len(counter.calls) == len(full_calls) == ATTENTION_CALLS[family]
-    assert {b for b, _, _ in counter.calls} == {2}  # cond and uncond in one CFG batch
+    assert len(calls) == len(full_calls) == ATTENTION_CALLS[family]
+    assert {b for b, _, _ in calls} == {2}  # cond and uncond in one CFG batch
     pad = image_pad(family, n)
-    for i, ((b, q_full, k_full), (b2, q_len, k_len)) in enumerate(zip(full_calls, counter.calls, strict=True)):
+    for i, ((b, q_full, k_full), (b2, q_len, k_len)) in enumerate(zip(full_calls, calls, strict=True)):
         assert b == b2
         if i < REFINER_CALLS.get(family, 0):  # NextDiT's refiners (caption only, image + pad only): untouched
             assert (q_len, k_len) == (q_full, k_full) and q_full in (TEXT_TOKENS[family], n + pad)

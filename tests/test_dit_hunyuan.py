@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
+import dit_helpers as helpers
 import pytest
 import torch
 from conftest import seeded
-from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, started_override, tiled_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -72,7 +72,7 @@ def test_registry_entry_merges(dit_host, model):
 @pytest.mark.parametrize("shape", [IMAGE, VIDEO], ids=["image", "video"])
 def test_ratio_zero_is_bit_identical_to_no_node(dit_host, model, shape):
     base = sample(model, shape)
-    assert torch.equal(sample(mame(dit_host, model, ratio=0.0), shape), base)
+    assert torch.equal(sample(helpers.mame(dit_host, model, ratio=0.0), shape), base)
 
 
 def test_the_text_mask_masks_something(model):
@@ -82,19 +82,16 @@ def test_the_text_mask_masks_something(model):
 
 @pytest.mark.parametrize("shape", [IMAGE, VIDEO], ids=["image", "video"])
 def test_self_attention_runs_on_the_merged_image_and_the_mask_follows(dit_host, model, shape):
-    clone, counter = counted(model, masks=True)
-    base = sample(clone, shape)
-    full_calls = list(counter.calls)
-    counter.calls.clear()
-    out = sample(mame(dit_host, clone), shape)
+    full_calls, calls, base, out = helpers.calls_plain_and_merged(dit_host, model, lambda m: sample(m, shape),
+                                                                  masks=True)
     grid = grid_of(shape)
     n = math.prod(grid)
-    merged = expected_merged(dit_host, FAMILY, image_grid(grid))
+    merged = helpers.expected_merged(dit_host, FAMILY, image_grid(grid))
     assert merged < n
     per_model_call = REFINER_CALLS + BLOCK_CALLS
-    assert len(counter.calls) == len(full_calls) == 2 * per_model_call  # positive (masked) and negative
+    assert len(calls) == len(full_calls) == 2 * per_model_call  # positive (masked) and negative
     for i, ((b, q_full, k_full, m_full), (b2, q_len, k_len, mask)) in enumerate(
-            zip(full_calls, counter.calls, strict=True)):
+            zip(full_calls, calls, strict=True)):
         assert b == b2 == 1
         if i % per_model_call < REFINER_CALLS:  # token refiner: text only, untouched
             assert (q_len, k_len) == (q_full, k_full) == (TEXT, TEXT)
@@ -118,7 +115,8 @@ def test_self_attention_runs_on_the_merged_image_and_the_mask_follows(dit_host, 
 def joint_values(grid, heads=2, dim=16, seed=6):
     """[1, heads, image + text, dim]: image values one per 8x8 tile, text values distinct."""
     g = seeded(seed)
-    return torch.cat([tiled_image(heads, dim, grid, g), torch.randn(1, heads, TEXT, dim, generator=g) * 3], dim=2)
+    image = helpers.tiled_image(heads, dim, grid, g)
+    return torch.cat([image, torch.randn(1, heads, TEXT, dim, generator=g) * 3], dim=2)
 
 
 def key_mask(n):
@@ -133,7 +131,7 @@ def test_text_comes_back_untouched_and_image_restores(dit_host, model, reference
     # text: the text comes back exactly and the image is restored; the attention sees the merged
     # length and the shortened mask. With a reference latent its tokens come first, untouched.
     dit_patch = dit_host.nodes.dit_patch
-    override = started_override(dit_host, model)
+    override = helpers.started_override(dit_host, model)
     heads, dim, grid = 2, 16, (16, 20)
     n = math.prod(grid)
     v = joint_values(grid, heads, dim)
@@ -152,7 +150,7 @@ def test_text_comes_back_untouched_and_image_restores(dit_host, model, reference
                    transformer_options=options)
     length = reference + n + TEXT
     expected = v.transpose(1, 2).reshape(1, length, heads * dim)
-    merged = expected_merged(dit_host, FAMILY, grid)
+    merged = helpers.expected_merged(dit_host, FAMILY, grid)
     (q_len, seen_mask), = seen
     assert q_len == reference + merged + TEXT
     assert torch.equal(seen_mask[..., reference + merged:].reshape(-1), mask[..., reference + n:].reshape(-1))
@@ -170,7 +168,7 @@ def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(dit_host, 
     import comfy.ldm.modules.attention as comfy_attention
 
     dit_patch = dit_host.nodes.dit_patch
-    override = started_override(dit_host, model, mode)
+    override = helpers.started_override(dit_host, model, mode)
     heads, dim, grid = 2, 16, (16, 20)
     n = math.prod(grid)
     g = seeded(9)
@@ -190,7 +188,7 @@ def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(dit_host, 
         return override(func, q, k, values, heads, skip_reshape=True, mask=mask, transformer_options=dict(options))
 
     masked, channelled = run(spy("attention_pytorch")), run(spy("attention_sub_quad"))
-    merged = expected_merged(dit_host, FAMILY, grid)
+    merged = helpers.expected_merged(dit_host, FAMILY, grid)
     assert seen == {"attention_pytorch": (1, 1, 1, merged + TEXT), "attention_sub_quad": (1, 1, 1, merged + TEXT)}
     torch.testing.assert_close(masked, channelled, rtol=1e-5, atol=1e-5)
     padded_moved = v.clone()
@@ -200,11 +198,11 @@ def test_size_bias_on_top_of_the_text_mask_is_the_same_on_both_routes(dit_host, 
 
 def test_reference_latent_tokens_stay_before_the_merged_image(dit_host, model):
     # HunyuanVideo I2V "custom" guidance: ref_latent's tokens come before the image, unmerged
-    clone, counter = counted(model, masks=True)
+    clone, counter = helpers.counted(model, masks=True)
     ref = torch.randn(1, 16, 1, 16, 20, generator=seeded(3))
-    out = sample(mame(dit_host, clone), VIDEO, ref_latent=ref)
+    out = sample(helpers.mame(dit_host, clone), VIDEO, ref_latent=ref)
     n, r = math.prod(grid_of(VIDEO)), math.prod(grid_of(ref.shape))
-    merged = expected_merged(dit_host, FAMILY, grid_of(VIDEO))
+    merged = helpers.expected_merged(dit_host, FAMILY, grid_of(VIDEO))
     blocks = [c for c in counter.calls if c[1] != TEXT]
     masked = [c for c in blocks if c[3] is not None]
     assert len(blocks) == 2 * BLOCK_CALLS and len(masked) == BLOCK_CALLS
@@ -220,12 +218,13 @@ def test_hunyuan_image_2d_latent_with_byt5_tokens(dit_host):
 
     from embedded_host.dit_models import build_model, conditioning
 
-    clone, counter = counted(build_model("hunyuan_image"), masks=True)
+    clone, counter = helpers.counted(build_model("hunyuan_image"), masks=True)
     positive = conditioning("hunyuan_image")
     positive[0][1]["conditioning_byt5small"] = torch.randn(1, 7, 1472, generator=seeded(5))
     shape = (1, 64, 16, 20)
-    merged, outs = expected_merged(dit_host, FAMILY, (16, 20)), []
-    for model, image in ((clone, 320), (mame(dit_host, clone), merged), (mame(dit_host, clone, ratio=0.0), 320)):
+    merged, outs = helpers.expected_merged(dit_host, FAMILY, (16, 20)), []
+    half, zero = helpers.mame(dit_host, clone), helpers.mame(dit_host, clone, ratio=0.0)
+    for model, image in ((clone, 320), (half, merged), (zero, 320)):
         counter.calls.clear()
         with torch.no_grad():
             outs.append(comfy.sample.sample(model, torch.randn(shape, generator=seeded(0)), 1, 2.0, "euler", "simple",
@@ -242,7 +241,7 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(dit_host, model
     dit = dit_host.nodes.dit_inspect.inspect_dit(model)
     grid = grid_of(VIDEO)
     full = math.prod(grid) + TEXT
-    clone, counter = counted(model, masks=True)
+    clone, counter = helpers.counted(model, masks=True)
     per_model_call = REFINER_CALLS + BLOCK_CALLS
     first = REFINER_CALLS
     for stage in dit.family.stages:
@@ -250,7 +249,7 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(dit_host, model
         for rule, off in ((f"{stage}_* = off", range(first, first + count)),
                           (f"{stage}_{count - 1} = off", [first + count - 1])):
             counter.calls.clear()
-            sample(mame(dit_host, clone, overrides=rule), VIDEO)
+            sample(helpers.mame(dit_host, clone, overrides=rule), VIDEO)
             lengths = [q for _, q, _, _ in counter.calls]
             assert len(lengths) == 2 * per_model_call
             for i, q in enumerate(lengths):
@@ -260,4 +259,4 @@ def test_stages_are_addressable_and_the_merge_map_draws_the_grid(dit_host, model
                 else:
                     assert (q == full) == (j in off), (rule, lengths)
         first += count
-    merge_map_draws_the_grid(dit_host, model, lambda patched: sample(patched, VIDEO), grid[1:])
+    helpers.merge_map_draws_the_grid(dit_host, model, lambda patched: sample(patched, VIDEO), grid[1:])

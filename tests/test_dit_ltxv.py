@@ -12,7 +12,14 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import seeded
-from dit_helpers import counted, expected_merged, extra_tokens_come_back_exact, mame, merge_map_draws_the_grid
+from dit_helpers import (
+    calls_plain_and_merged,
+    counted,
+    expected_merged,
+    extra_tokens_come_back_exact,
+    mame,
+    merge_map_draws_the_grid,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -64,15 +71,11 @@ def test_ratio_zero_is_bit_identical_to_no_node(dit_host, ltxv, case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(dit_host, ltxv, case):
-    model, counter = counted(ltxv)
-    base = sample(model, **CASES[case])
-    full = list(counter.calls)
-    counter.calls.clear()
-    out = sample(mame(dit_host, model), **CASES[case])
+    full, calls, base, out = calls_plain_and_merged(dit_host, ltxv, lambda model: sample(model, **CASES[case]))
     keyframe_tokens = CASES[case].get("keyframes", 0) * HEIGHT * WIDTH
     merged = expected_merged(dit_host, "ltxv", GRID)
-    assert merged < N and len(full) == len(counter.calls) == len(CALLS), (len(full), len(counter.calls))
-    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS, full, counter.calls, strict=True):
+    assert merged < N and len(full) == len(calls) == len(CALLS), (len(full), len(calls))
+    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS, full, calls, strict=True):
         assert b == b2
         if kind == "S":  # the keyframe tokens follow the video at full length
             assert q_full == k_full == N + keyframe_tokens, (case, q_full)

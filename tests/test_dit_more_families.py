@@ -13,13 +13,20 @@ HunyuanDiT pass through: their attention calls ``optimized_attention`` without `
 override sees them (the counter below records none)."""
 from __future__ import annotations
 
-import logging
 import math
 
 import pytest
 import torch
 from conftest import seeded
-from dit_helpers import counted, expected_merged, mame, merge_map_draws_the_grid, registry_names_each_class
+from dit_helpers import (
+    calls_plain_and_merged,
+    counted,
+    expected_merged,
+    mame,
+    merge_map_draws_the_grid,
+    passes_through_with_one_warning,
+    registry_names_each_class,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -79,16 +86,12 @@ def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, name):
 
 @pytest.mark.parametrize("name", MERGING)
 def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
-    model, counter = counted(models[name])
-    base = sample(model, name)
-    full = list(counter.calls)
-    counter.calls.clear()
-    out = sample(mame(dit_host, model), name)
+    full, calls, base, out = calls_plain_and_merged(dit_host, models[name], lambda model: sample(model, name))
     n = math.prod(grid(name))
     merged = expected_merged(dit_host, name, grid(name))
     context = CONTEXT.get(name, 0)
-    assert merged < n and len(full) == len(counter.calls) == len(CALLS[name]), (len(full), len(counter.calls))
-    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS[name], full, counter.calls, strict=True):
+    assert merged < n and len(full) == len(calls) == len(CALLS[name]), (len(full), len(calls))
+    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(CALLS[name], full, calls, strict=True):
         assert b == b2
         if kind == "S":
             assert q_full == k_full == n + context and q_len == k_len == merged + context, (q_full, q_len)
@@ -132,13 +135,4 @@ def test_merge_map_draws_the_grid(dit_host, models, name):
 
 @pytest.mark.parametrize("name", PASSING)
 def test_passes_through_with_one_warning_that_names_the_reason(dit_host, models, name, caplog):
-    model, counter = counted(models[name])
-    base = sample(model, name)
-    assert counter.calls == []  # no attention call of the model reaches an override
-    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        patched = mame(dit_host, models[name])
-    assert patched is models[name]
-    assert torch.equal(sample(patched, name), sample(models[name], name))
-    assert torch.isfinite(base).all()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and PASSING[name] in warnings[0] and "transformer_options" in warnings[0], warnings
+    passes_through_with_one_warning(dit_host, models[name], lambda model: sample(model, name), caplog, PASSING[name])

@@ -10,12 +10,18 @@ self-attention over the control tokens (left at full length), ``x`` a cross-atte
 CLIP image, audio: left alone)."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 from conftest import seeded
-from dit_helpers import counted, expected_merged, extra_tokens_come_back_exact, mame, registry_names_each_class
+from dit_helpers import (
+    calls_plain_and_merged,
+    counted,
+    expected_merged,
+    extra_tokens_come_back_exact,
+    mame,
+    passes_through_with_one_warning,
+    registry_names_each_class,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -70,18 +76,14 @@ def test_ratio_zero_is_bit_identical_to_no_node(dit_host, variants, variant):
 
 @pytest.mark.parametrize("variant", MERGING)
 def test_self_attention_over_the_video_is_shortened_and_the_rest_is_untouched(dit_host, variants, variant):
-    model, counter = counted(variants[variant])
-    base = sample(model, variant)
-    full = list(counter.calls)
-    counter.calls.clear()
-    out = sample(mame(dit_host, model), variant)
+    full, calls, base, out = calls_plain_and_merged(dit_host, variants[variant], lambda model: sample(model, variant))
     grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
     n = grid[0] * grid[1] * grid[2]
     merged = expected_merged(dit_host, "wan", grid)
     ref = REFERENCE_TOKENS.get(variant, 0)
     pattern = CALLS[variant]
-    assert merged < n and len(full) == len(counter.calls) == len(pattern), (len(full), len(counter.calls))
-    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(pattern, full, counter.calls, strict=True):
+    assert merged < n and len(full) == len(calls) == len(pattern), (len(full), len(calls))
+    for kind, (b, q_full, k_full), (b2, q_len, k_len) in zip(pattern, full, calls, strict=True):
         assert b == b2
         if kind == "S":
             assert q_full == k_full == n + ref and q_len == k_len == merged + ref, (variant, q_full, q_len)
@@ -110,16 +112,7 @@ def test_blocks_are_addressable(dit_host, variants, variant):
 
 def test_s2v_passes_through_with_one_warning_that_names_the_reason(dit_host, variants, caplog):
     # S2V's blocks call attention without transformer_options: an override sees none of their calls
-    model, counter = counted(variants["s2v"])
-    base = sample(model, "s2v")
-    assert counter.calls == []
-    with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        patched = mame(dit_host, variants["s2v"])
-    assert patched is variants["s2v"]
-    assert torch.equal(sample(patched, "s2v"), sample(variants["s2v"], "s2v"))
-    assert torch.isfinite(base).all()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "S2V" in warnings[0] and "transformer_options" in warnings[0], warnings
+    passes_through_with_one_warning(dit_host, variants["s2v"], lambda model: sample(model, "s2v"), caplog, "S2V")
 
 
 @pytest.fixture(scope="module")
@@ -148,15 +141,11 @@ def sample_phantom(model, subjects=1):
 
 def test_phantom_merges_the_video_and_leaves_the_subject_frames_alone(dit_host, phantom):
     assert torch.equal(sample_phantom(mame(dit_host, phantom, ratio=0.0)), sample_phantom(phantom))
-    model, counter = counted(phantom)
-    base = sample_phantom(model)
-    full = list(counter.calls)
-    counter.calls.clear()
-    out = sample_phantom(mame(dit_host, model))
+    full, calls, base, out = calls_plain_and_merged(dit_host, phantom, sample_phantom)
     grid = (FRAMES, HEIGHT // 2, WIDTH // 2)
     n, subjects = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
     merged = expected_merged(dit_host, "wan", grid)
-    for kind, (_, q_full, k_full), (_, q_len, k_len) in zip("Sx" * 3, full, counter.calls, strict=True):
+    for kind, (_, q_full, k_full), (_, q_len, k_len) in zip("Sx" * 3, full, calls, strict=True):
         if kind == "S":
             assert q_full == k_full == n + subjects and q_len == k_len == merged + subjects, (q_full, q_len)
         else:
