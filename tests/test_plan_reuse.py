@@ -146,3 +146,61 @@ def test_apply_mame_checks_reuse_before_touching_the_model():
 
     with pytest.raises(MaMeConfigError, match="plan_reuse_steps must be a whole number from 1 to 8, got 9"):
         apply_mame(object(), plan_reuse_steps=9)
+
+
+LOOP_LAYERS = (("input", 4, 0), ("input", 4, 1))  # one SDXL-like block of two layers
+
+
+def test_reused_calls_of_a_sampling_loop_launch_less_and_never_sync():
+    """bench.gpu_reuse's loop got slower with reuse on an H200 (gpu-reuse-loop.txt). Counted under
+    fake CUDA over its 6 calls: no setting makes a host sync, a call that reuses its plans
+    launches fewer kernels and moves fewer bytes than one that plans, and between calls the
+    cache keeps one plan's [B*G, R, K] assignments (the plan in use) and per-token tensors."""
+    from bench.reuse_counts import block_counts
+
+    batch, tokens = 2, 1024
+    counts = block_counts(LOOP_LAYERS, tokens, 64, (32, 32))
+    assert counts["plan over 2 steps"]["reused"]["calls"] == 3
+    assert counts["plan over 3 steps"]["reused"]["calls"] == 4
+    for name, kinds in counts.items():
+        calls = {kind: v for kind, v in kinds.items() if kind != "kept bytes"}
+        assert all(v["host syncs"] == 0 for v in calls.values()), name
+        planning = [v for kind, v in calls.items() if kind != "reused"]  # "mixed": shared layers
+        if "reused" in calls:
+            assert max(calls["reused"]["kernels"]) < min(min(v["kernels"]) for v in planning), name
+            assert calls["reused"]["bytes per call"] < min(v["bytes per call"] for v in planning), name
+        in_use = 2 * batch * tokens * (tokens // 2) * 2  # average and restore, fp16: one region, K = 512
+        assert kinds["kept bytes"] <= in_use + len(LOOP_LAYERS) * batch * tokens * 32, name
+
+
+def test_a_reused_sampling_loop_reads_nothing_back_on_the_host(monkeypatch):
+    """The same loop on real tensors under the op audit's host-sync guards (item, bool, float,
+    tolist, torch.equal, tensors built from Python lists)."""
+    from bench.op_audit import audited
+    from bench.reuse_counts import SETTINGS, _block_step, _layer_loop
+
+    monkeypatch.setenv("MAME_ENGINE_ROUTE", "gpu")
+    for name, kw in SETTINGS.items():
+        step = _block_step(kw)
+        _layer_loop(step, LOOP_LAYERS, 256, 32, (16, 16), "cpu", torch.float32)  # builds the shared tables
+        audited(_layer_loop, step, LOOP_LAYERS, 256, 32, (16, 16), "cpu", torch.float32)
+        assert step.plans.reused > 0 or name == "new plan each step"
+
+
+def test_the_gpu_reuse_loop_dry_run_records_what_explains_a_result(tmp_path):
+    """bench.gpu_reuse --device cpu --quick: every setting has each round's time, median, min,
+    the host's share and the garbage collections; the CUDA-only records are null on a CPU."""
+    pytest.importorskip("diffusers")
+    import json
+
+    from bench import gpu_reuse
+
+    gpu_reuse.main([str(tmp_path), "--device", "cpu", "--quick"])
+    rows = json.loads((tmp_path / "gpu-reuse-loop.json").read_text())["cases"]["tiny-64 forced"]
+    assert {"baseline", "mame new plan each step", "mame plan over 2 steps", "mame plan over 3 steps"} <= set(rows)
+    for row in rows.values():
+        assert len(row["rounds ms"]) == 1 and row["min ms"] <= row["ms per loop"]
+        assert 0 < row["host ms (median)"] <= row["ms per loop"] + 1e-6
+        assert isinstance(row["gc collections (generations)"], list)
+        assert row["peak MB"] is None and row["device kernels"] is None and row["host syncs"] is None
+    assert "min" in (tmp_path / "gpu-reuse-loop.txt").read_text()
