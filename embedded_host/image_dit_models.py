@@ -16,9 +16,18 @@ width and depth), and the conditioning each model reads, so the sampler drives i
              128 wide, 2 heads.
   hunyuan_dit HunYuanDiT (passes through), 2 blocks, 128 wide, 2 heads, 12 CLIP and 12 mT5 text
              tokens with their masks.
+  chroma     Chroma: Flux's double and single blocks without their own modulation (one
+             approximator makes it all), 2 + 2 blocks over [text, image], 128 wide, 2 heads, patch 2.
+  qwen_image QwenImageTransformer2DModel (Qwen-Image): 2 joint blocks over [text, image], 3-axis
+             RoPE, 128 wide, 2 heads, patch 2, one-frame latent (Wan 2.1's latent format).
+  hidream    HiDreamImageTransformer2DModel: 2 double-stream and 2 single-stream MoE blocks over
+             [image, T5 + Llama text, that block's Llama tokens], 128 wide, 2 heads, patch 2.
+  chroma_radiance ChromaRadiance (passes through): Chroma's blocks on 16x16 pixel patches of an
+             RGB image, decoded by its NeRF head, 128 wide, 2 heads.
 
 Each is 2-4 blocks deep; text conditioning is 12 seeded tokens, 64 wide (a config value of each
-tiny model). Mochi's video MLP stays 12288 wide (the class asserts it), hence its mlp_ratio_x.
+tiny model; HiDream's Llama conditioning is 12 tokens from each of 4 layers). Mochi's video MLP
+stays 12288 wide (the class asserts it), hence its mlp_ratio_x.
 """
 from __future__ import annotations
 
@@ -63,11 +72,33 @@ CONFIGS = {
     "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
                                "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
                                "micro_condition": False, "caption_channels": 64}),
+    "chroma": ("Chroma", {"in_channels": 64, "out_channels": 64, "context_in_dim": 64, "hidden_size": 128,
+                          "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+                          "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+                          "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 2}),
+    "qwen_image": ("QwenImage", {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
+                                 "attention_head_dim": 64, "num_attention_heads": 2, "joint_attention_dim": 64,
+                                 "axes_dims_rope": (16, 24, 24)}),
+    "hidream": ("HiDream", {"patch_size": 2, "in_channels": 16, "out_channels": None, "num_layers": 2,
+                            "num_single_layers": 2, "attention_head_dim": 64, "num_attention_heads": 2,
+                            "caption_channels": [64, 64], "text_emb_dim": 64, "num_routed_experts": 4,
+                            "num_activated_experts": 2, "axes_dims_rope": [32, 16, 16], "max_resolution": [128, 128],
+                            "llama_layers": [0, 1, 2, 3]}),
+    "chroma_radiance": ("ChromaRadiance", {"in_channels": 3, "out_channels": 3, "context_in_dim": 64,
+                                           "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+                                           "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 10000,
+                                           "patch_size": 16, "qkv_bias": True, "in_dim": 64, "out_dim": 128,
+                                           "hidden_dim": 128, "n_layers": 2, "nerf_hidden_size": 16,
+                                           "nerf_mlp_ratio": 2, "nerf_depth": 2, "nerf_max_freqs": 8,
+                                           "nerf_tile_size": 512, "nerf_final_head_type": "linear",
+                                           "nerf_embedder_dtype": None}),
 }
 # (latent shape, text tokens' width) per model
 LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
            "cosmos_predict2": ((1, 16, 3, 16, 20), 64), "cosmos": ((1, 16, 3, 16, 20), 64),
-           "omnigen2": ((1, 16, 32, 40), 64), "hunyuan_dit": ((1, 4, 32, 40), 64), "pixart": ((1, 4, 32, 40), 64)}
+           "omnigen2": ((1, 16, 32, 40), 64), "hunyuan_dit": ((1, 4, 32, 40), 64), "pixart": ((1, 4, 32, 40), 64),
+           "chroma": ((1, 16, 32, 40), 64), "qwen_image": ((1, 16, 1, 32, 40), 64), "hidream": ((1, 16, 32, 40), 64),
+           "chroma_radiance": ((1, 3, 128, 160), 64)}
 
 
 def build(name: str, seed: int = 0):
@@ -90,4 +121,9 @@ def conditioning(name: str, tokens: int = 12, seed: int = 1):
     if name == "hunyuan_dit":  # HunyuanDiT's second text encoder (mT5) and both masks
         extras.update(attention_mask=torch.ones(1, tokens), conditioning_mt5xl=torch.randn(1, tokens, width, generator=g),
                       attention_mask_mt5xl=torch.ones(1, tokens))
+    if name in ("chroma", "chroma_radiance", "hidream"):  # the pooled vector (Flux's conditioning; Chroma ignores it)
+        extras["pooled_output"] = torch.randn(1, width, generator=g)
+    if name == "hidream":  # the Llama tokens of each layer its blocks read
+        layers = len(CONFIGS[name][1]["llama_layers"])
+        extras["conditioning_llama3"] = torch.randn(1, layers, tokens, width, generator=g)
     return [[torch.randn(1, tokens, width, generator=g), extras]]
