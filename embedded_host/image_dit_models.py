@@ -22,8 +22,8 @@ width and depth), and the conditioning each model reads, so the sampler drives i
              RoPE, 128 wide, 2 heads, patch 2, one-frame latent (Wan 2.1's latent format).
   hidream    HiDreamImageTransformer2DModel: 2 double-stream and 2 single-stream MoE blocks over
              [image, T5 + Llama text, that block's Llama tokens], 128 wide, 2 heads, patch 2.
-  chroma_radiance ChromaRadiance (passes through): Chroma's blocks on 16x16 pixel patches of an
-             RGB image, decoded by its NeRF head, 128 wide, 2 heads.
+  chroma_radiance ChromaRadiance: Chroma's blocks (2 + 2) on 16x16 pixel patches of an RGB
+             image, decoded by its NeRF head, 128 wide, 2 heads.
 
 Each is 2-4 blocks deep; text conditioning is 12 seeded tokens, 64 wide (a config value of each
 tiny model; HiDream's Llama conditioning is 12 tokens from each of 4 layers). Mochi's video MLP

@@ -135,6 +135,8 @@ class DiTMerge:
             subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
             trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
             refs = self.model.ref_calls if kwargs.get("ref_latents") is not None else 0  # OmniGen2's ref refiner
+            if kwargs.get("image_cond") is not None:  # HiDream E1: the edited image's tokens sit row by row beside the image's
+                raise ValueError("an image_cond latent joined to the image along its width is not one image span")
             transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing, ref_calls=refs)
             transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)
@@ -186,12 +188,15 @@ class DiTMerge:
         if family.counted:  # NextDiT: the refiners' calls come first, then one call per block
             calls = options.get(ATTN_COUNT_KEY, 0)
             options[ATTN_COUNT_KEY] = calls + 1
-            stage = family.stages[0]
             leading = self.model.leading_calls + options[CALL_KEY].ref_calls
             index, later = divmod(calls - leading, family.counted)  # Cosmos: 2 calls a block
-            if later:
-                return None  # the block's cross-attention
-            return BlockAddress(stage, index, 0, 1) if 0 <= index < self.model.blocks[stage] else None
+            if later or index < 0:
+                return None  # the block's cross-attention, or a refiner's call
+            for stage in family.stages:  # HiDream: its double-stream blocks, then its single-stream ones
+                if index < self.model.blocks[stage]:
+                    return BlockAddress(stage, index, 0, 1)
+                index -= self.model.blocks[stage]
+            return None
         labelled = options.get(BLOCK_KEY)
         if labelled is not None:
             calls = options.get(ATTN_COUNT_KEY, 0)

@@ -39,8 +39,8 @@ class Family:
     layout: str | None = None  # TEXT_FIRST | IMAGE_LAST | IMAGE_THEN_PAD | IMAGE_FIRST; None for pass-through families
     stages: tuple[str, ...] = ()  # block kinds the schedule can address (stage names of mame_core.schedule)
     block_attr: str | None = MODEL_LABELS  # module list MaMe labels via patches_replace["dit"]
-    # A second module list MaMe labels via patches_replace["dit"] ("single_block", i), as stage
-    # ``stages[1]`` (AuraFlow's single layers; ``block_attr``'s are the "double_block" ones)
+    # A second module list MaMe labels via patches_replace["dit"] ("single_block", i), or by counting
+    # after ``block_attr``'s, as stage ``stages[1]`` (AuraFlow's single layers; HiDream's single-stream blocks)
     single_attr: str | None = None
     # Models that neither label their blocks nor run patches_replace["dit"] (NextDiT, Cosmos): MaMe
     # labels ``block_attr``'s blocks by counting the attention calls of each model call, ``counted``
@@ -93,9 +93,12 @@ FAMILIES: tuple[Family, ...] = (
            "video, [reference frames], [motion frames]; audio by cross-attention after some blocks",
            patch="(1, 2, 2)", video=True,
            reason="its blocks call attention without transformer_options, so no attention override reaches them"),
+    # HiDream's blocks set no labels and run no patches_replace["dit"]: counted, double-stream then single-stream.
+    # Its image-token mask exists only for a list of images of several sizes, which ComfyUI never passes.
     Family("hidream", "HiDream", ("HiDreamImageTransformer2DModel",),
-           "image, text, per-block Llama tokens", masks="image-token mask",
-           reason="image tokens are masked and interleaved with per-block Llama tokens"),
+           "image, T5 + Llama text, the block's own Llama tokens; E1's image_cond joined along the width: "
+           "not merged (merging switched off with a warning)", IMAGE_FIRST, ("double", "single"),
+           block_attr="double_stream_blocks", single_attr="single_stream_blocks", counted=1),
     Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",),
            "caption (+pad), image, image pad (refiners: caption only, image + pad only)", IMAGE_THEN_PAD,
            ("blocks",), block_attr="layers", counted=1, counted_after=("context_refiner", "noise_refiner"),
@@ -112,8 +115,9 @@ FAMILIES: tuple[Family, ...] = (
            "cross-attention: q video, k/v text (under the text mask)", IMAGE_FIRST, ("blocks",),
            block_attr="transformer_blocks", later_calls_cross=True, patch="(1, 1, 1)",
            masks="text mask on cross-attention only (left alone)", video=True),
-    Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, pixel patches",
-           patch="16 (pixels)", reason="pixel-space patches"),
+    # Chroma's blocks on 16x16-pixel patches; its NeRF head decodes each patch from that patch's token
+    Family("chroma_radiance", "Chroma Radiance", ("ChromaRadiance",), "text, image (pixel patches)", TEXT_FIRST,
+           ("double", "single"), patch="16 (pixels)"),
     # The image/video DiTs of v0.3.75 named by issue 27 (docs/dit.md, "More families";
     # tests/test_dit_more_families.py)
     Family("auraflow", "AuraFlow", ("comfy.ldm.aura.mmdit.MMDiT",), "8 registers, text, image", IMAGE_LAST,
@@ -173,19 +177,20 @@ def docs_table() -> str:
         classes = ", ".join(f"`{c}`" for c in f.classes)
         stages = ", ".join(f.stages) or "-"
         status = "merges" if f.merges else f"passes through: {f.reason}"
+        lists = f"`{f.block_attr}`" + (f" and `{f.single_attr}`" if f.single_attr else "")
         if not f.merges:
             label = "-"
         elif f.block_attr is None:
             label = "`block_type`/`block_index` (set by the model)"
         elif f.counted:
-            label = f"MaMe labels `{f.block_attr}` by counting attention calls"
+            label = f"MaMe labels {lists} by counting attention calls"
             if f.counted_after:
                 refs = "".join(f", `{a}` with reference images" for a in f.counted_with_refs)
                 label += " (after " + ", ".join(f"`{a}`" for a in f.counted_after) + refs + ", left at full length)"
             if f.counted > 1:
                 label += f", {f.counted} a block"
         else:
-            label = f"MaMe labels `{f.block_attr}`" + (f" and `{f.single_attr}`" if f.single_attr else "") + " (dit replace)"
+            label = f"MaMe labels {lists} (dit replace)"
         if f.later_calls_cross:
             label += "; later attention calls in a block are cross-attention"
         rows.append(f"| {f.title} ({classes}) | {f.sequence} | {f.masks} | {stages} | {label} | {f.patch} | "
