@@ -135,7 +135,7 @@ class DiTMerge:
             subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
             trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
             refs = self.model.ref_calls if kwargs.get("ref_latents") is not None else 0  # OmniGen2's ref refiner
-            if kwargs.get("image_cond") is not None:  # HiDream E1: the edited image's tokens sit row by row beside the image's
+            if kwargs.get("image_cond") is not None:  # HiDream E1: the source image's tokens sit row by row beside the image's
                 raise ValueError("an image_cond latent joined to the image along its width is not one image span")
             transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing, ref_calls=refs)
             transformer_options[ATTN_COUNT_KEY] = 0
