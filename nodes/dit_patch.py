@@ -124,6 +124,11 @@ class DiTMerge:
                             transformer_options=None, **kwargs):
         if transformer_options is None:
             transformer_options = {}
+        if kwargs.get("image_cond") is not None:  # HiDream E1: the source image's tokens sit row by row beside the image's
+            self.once.warn("image_cond", "MaMe: calls with an image_cond latent (HiDream E1) run at full length: "
+                                         "it is joined to the image along its width, so the image is not one span")
+            transformer_options.pop(CALL_KEY, None)
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         try:
             grid = token_grid(x.shape, self.model.patch)
             keyframes = kwargs.get("keyframe_idxs")  # LTXV: guide frames appended to the latent along time
@@ -135,8 +140,6 @@ class DiTMerge:
             subjects = kwargs.get("time_dim_concat")  # Wan Phantom: subject frames follow the video
             trailing = math.prod(token_grid(subjects.shape, self.model.patch)) if isinstance(subjects, torch.Tensor) else 0
             refs = self.model.ref_calls if kwargs.get("ref_latents") is not None else 0  # OmniGen2's ref refiner
-            if kwargs.get("image_cond") is not None:  # HiDream E1: the source image's tokens sit row by row beside the image's
-                raise ValueError("an image_cond latent joined to the image along its width is not one image span")
             transformer_options[CALL_KEY] = CallInfo(grid, context, leading, trailing_tokens=trailing, ref_calls=refs)
             transformer_options[ATTN_COUNT_KEY] = 0
             self.step.start_call(self.clock.progress(sigma_of(t)), x.device)

@@ -97,7 +97,7 @@ FAMILIES: tuple[Family, ...] = (
     # Its image-token mask exists only for a list of images of several sizes, which ComfyUI never passes.
     Family("hidream", "HiDream", ("HiDreamImageTransformer2DModel",),
            "image, T5 + Llama text, the block's own Llama tokens; E1's image_cond joined along the width: "
-           "not merged (merging switched off with a warning)", IMAGE_FIRST, ("double", "single"),
+           "left at full length with one warning", IMAGE_FIRST, ("double", "single"),
            block_attr="double_stream_blocks", single_attr="single_stream_blocks", counted=1),
     Family("nextdit", "Lumina 2 / Z-Image", ("NextDiT",),
            "caption (+pad), image, image pad (refiners: caption only, image + pad only)", IMAGE_THEN_PAD,

@@ -7,8 +7,8 @@ and Qwen-Image (``QwenImageTransformer2DModel``) attend over [text, image] and l
 (``block_type`` / ``block_index``) themselves. HiDream (``HiDreamImageTransformer2DModel``) attends
 over [image, T5 + Llama text, the block's own Llama tokens], unmasked, and labels nothing: MaMe
 numbers its double-stream, then its single-stream blocks by counting the calls. With HiDream E1's
-``image_cond`` (joined to the image along its width, so the image is no longer one span) MaMe
-switches merging off with one warning."""
+``image_cond`` (joined to the image along its width, so the image is no longer one span) those
+calls run at full length, with one warning."""
 from __future__ import annotations
 
 import logging
@@ -106,7 +106,7 @@ def test_hidream_text_after_the_image_stays_outside_the_merged_span(dit_host, mo
     extra_tokens_come_back_exact(dit_host, models["hidream"], 36, call, seed=7)
 
 
-def test_hidream_e1_image_cond_switches_merging_off_with_one_warning(dit_host, models, caplog):
+def test_hidream_e1_image_cond_runs_at_full_length_with_one_warning(dit_host, models, caplog):
     extras = {"concat_latent_image": torch.randn(1, 16, 32, 40, generator=torch.Generator().manual_seed(9))}
     model, counter = counted(models["hidream"])
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
