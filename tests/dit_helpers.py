@@ -1,6 +1,7 @@
 """What the DiT test modules share: an attention override that records each call's lengths, the
-MaMe node and its override on a tiny model, the merged length the engine gives a grid, and the
-checks several families run alike (extra tokens come back exact, the Merge Map draws the grid)."""
+MaMe node and its override on a tiny model, the sampler of the tiny image DiTs, the merged length
+the engine gives a grid, and the checks several families run alike (extra tokens come back exact,
+the Merge Map draws the grid)."""
 from __future__ import annotations
 
 import logging
@@ -143,3 +144,20 @@ def merge_map_draws_the_grid(host, model, run, grid, pixels=16):
     drawn, text = host.NODE_CLASS_MAPPINGS["MaMeMergeMap"]().draw(image, recorder, "auto", 0, -1, 0, 0.5)["result"]
     assert f"grid {h}x{w}" in text, text
     assert drawn.shape == image.shape and not torch.equal(drawn, image)
+
+
+def sample_image_dit(model, name, steps=1, cfg=2.0, extras=None):
+    """A tiny model of embedded_host/image_dit_models.py sampled through ComfyUI's sampler (seeded
+    noise, its own conditioning, ``extras`` added to both conds)."""
+    import comfy.sample
+
+    from embedded_host.image_dit_models import LATENTS, conditioning
+
+    shape = LATENTS[name][0]
+    noise = torch.randn(shape, generator=seeded(0))
+    cond, uncond = conditioning(name), conditioning(name, seed=2)
+    for c in (cond, uncond):
+        c[0][1].update(extras or {})
+    with torch.no_grad():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", cond, uncond, torch.zeros(shape),
+                                   seed=0, disable_pbar=True)

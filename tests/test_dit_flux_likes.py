@@ -24,8 +24,8 @@ from dit_helpers import (
     mame,
     merge_map_draws_the_grid,
     registry_names_each_class,
+    sample_image_dit,
 )
-from test_dit_more_families import sample
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
 
@@ -58,7 +58,7 @@ def test_each_class_has_its_registry_entry(dit_host, models):
 
 @pytest.mark.parametrize("name", MERGING)
 def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
-    full, calls, base, out = calls_plain_and_merged(dit_host, models[name], lambda model: sample(model, name))
+    full, calls, base, out = calls_plain_and_merged(dit_host, models[name], lambda model: sample_image_dit(model, name))
     shape = grid(dit_host, models, name)
     n, merged, beside = math.prod(shape), expected_merged(dit_host, name, shape), BESIDE[name]
     assert merged < n and len(full) == len(calls) == CALLS[name], (len(full), len(calls))
@@ -74,7 +74,7 @@ def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
                                                       ("hidream", "double_1 = off, single_0 = off", (1, 2))])
 def test_blocks_are_addressable(dit_host, models, name, override, full_at):
     model, counter = counted(models[name])
-    sample(mame(dit_host, model, overrides=override), name)
+    sample_image_dit(mame(dit_host, model, overrides=override), name)
     full_length = math.prod(grid(dit_host, models, name)) + BESIDE[name]
     per_call = [q == full_length for _, q, _ in counter.calls]
     assert per_call == [i in full_at for i in range(CALLS[name])], per_call
@@ -82,20 +82,20 @@ def test_blocks_are_addressable(dit_host, models, name, override, full_at):
 
 @pytest.mark.parametrize("name", MERGING)
 def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, name):
-    assert torch.equal(sample(mame(dit_host, models[name], ratio=0.0), name), sample(models[name], name))
+    assert torch.equal(sample_image_dit(mame(dit_host, models[name], ratio=0.0), name), sample_image_dit(models[name], name))
 
 
 @pytest.mark.parametrize("name", MERGING)
 def test_merge_map_draws_the_grid(dit_host, models, name):
     first_frame = grid(dit_host, models, name)[-2:]
-    merge_map_draws_the_grid(dit_host, models[name], lambda patched: sample(patched, name), first_frame)
+    merge_map_draws_the_grid(dit_host, models[name], lambda patched: sample_image_dit(patched, name), first_frame)
 
 
 def test_qwen_image_reference_latent_stays_outside_the_merged_span(dit_host, models):
     # Qwen-Image Edit: a reference latent's tokens follow the image, [text, image, reference]
     extras = {"reference_latents": [torch.randn(1, 16, 1, 16, 20, generator=torch.Generator().manual_seed(8))]}
     model, counter = counted(models["qwen_image"])
-    sample(mame(dit_host, model), "qwen_image", extras=extras)
+    sample_image_dit(mame(dit_host, model), "qwen_image", extras=extras)
     merged = expected_merged(dit_host, "qwen_image", (1, 16, 20))
     assert [q for _, q, _ in counter.calls] == [12 + merged + 80] * 2, counter.calls
 
@@ -110,8 +110,8 @@ def test_hidream_e1_image_cond_runs_at_full_length_with_one_warning(dit_host, mo
     extras = {"concat_latent_image": torch.randn(1, 16, 32, 40, generator=torch.Generator().manual_seed(9))}
     model, counter = counted(models["hidream"])
     with caplog.at_level(logging.WARNING, logger="comfyui-mame"):
-        out = sample(mame(dit_host, model), "hidream", extras=extras)
+        out = sample_image_dit(mame(dit_host, model), "hidream", extras=extras)
     assert [q for _, q, _ in counter.calls] == [2 * 320 + 36] * 4  # the image and the edited image, full length
-    assert torch.equal(out, sample(models["hidream"], "hidream", extras=extras))
+    assert torch.equal(out, sample_image_dit(models["hidream"], "hidream", extras=extras))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "image_cond" in warnings[0], warnings

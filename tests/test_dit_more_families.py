@@ -26,6 +26,7 @@ from dit_helpers import (
     merge_map_draws_the_grid,
     passes_through_with_one_warning,
     registry_names_each_class,
+    sample_image_dit,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dit]
@@ -54,21 +55,6 @@ def grid(name):
     return tuple(shape[2:-2]) + (shape[-2] // 2, shape[-1] // 2)
 
 
-def sample(model, name, steps=1, cfg=2.0, extras=None):
-    import comfy.sample
-
-    from embedded_host.image_dit_models import LATENTS, conditioning
-
-    shape = LATENTS[name][0]
-    noise = torch.randn(shape, generator=seeded(0))
-    cond, uncond = conditioning(name), conditioning(name, seed=2)
-    for c in (cond, uncond):
-        c[0][1].update(extras or {})
-    with torch.no_grad():
-        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", cond, uncond, torch.zeros(shape),
-                                   seed=0, disable_pbar=True)
-
-
 def test_each_class_has_its_registry_entry(dit_host, models):
     registry_names_each_class(dit_host, models, FAMILY, MERGING)
     families = dit_host.nodes.families
@@ -81,12 +67,12 @@ def test_each_class_has_its_registry_entry(dit_host, models):
 
 @pytest.mark.parametrize("name", MERGING)
 def test_ratio_zero_is_bit_identical_to_no_node(dit_host, models, name):
-    assert torch.equal(sample(mame(dit_host, models[name], ratio=0.0), name), sample(models[name], name))
+    assert torch.equal(sample_image_dit(mame(dit_host, models[name], ratio=0.0), name), sample_image_dit(models[name], name))
 
 
 @pytest.mark.parametrize("name", MERGING)
 def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
-    full, calls, base, out = calls_plain_and_merged(dit_host, models[name], lambda model: sample(model, name))
+    full, calls, base, out = calls_plain_and_merged(dit_host, models[name], lambda model: sample_image_dit(model, name))
     n = math.prod(grid(name))
     merged = expected_merged(dit_host, name, grid(name))
     context = CONTEXT.get(name, 0)
@@ -109,7 +95,7 @@ def test_self_attention_over_the_image_is_shortened(dit_host, models, name):
                                                       ("omnigen2", "blocks_1 = off", (1,))])
 def test_blocks_are_addressable(dit_host, models, name, override, full_at):
     model, counter = counted(models[name])
-    sample(mame(dit_host, model, overrides=override), name)
+    sample_image_dit(mame(dit_host, model, overrides=override), name)
     n = math.prod(grid(name))
     per_block = [q == n + CONTEXT.get(name, 0) for kind, (_, q, _) in zip(CALLS[name], counter.calls, strict=True)
                  if kind == "S"]
@@ -121,7 +107,7 @@ def test_omnigen2_with_a_reference_image_counts_its_reference_refiner(dit_host, 
     # [text, reference, image]: the layers are still numbered right (blocks_1 off, blocks_0 merged)
     extras = {"reference_latents": [torch.randn(1, 16, 16, 20, generator=seeded(8))]}  # 8 x 10 tokens
     model, counter = counted(models["omnigen2"])
-    sample(mame(dit_host, model, overrides="blocks_1 = off"), "omnigen2", extras=extras)
+    sample_image_dit(mame(dit_host, model, overrides="blocks_1 = off"), "omnigen2", extras=extras)
     n, ref = 16 * 20, 8 * 10
     merged = expected_merged(dit_host, "omnigen2", (16, 20))
     assert [q for _, q, _ in counter.calls] == [12, n, ref, 12 + ref + merged, 12 + ref + n], counter.calls
@@ -130,9 +116,9 @@ def test_omnigen2_with_a_reference_image_counts_its_reference_refiner(dit_host, 
 @pytest.mark.parametrize("name", MERGING)
 def test_merge_map_draws_the_grid(dit_host, models, name):
     first_frame = grid(name)[-2:]
-    merge_map_draws_the_grid(dit_host, models[name], lambda patched: sample(patched, name), first_frame)
+    merge_map_draws_the_grid(dit_host, models[name], lambda patched: sample_image_dit(patched, name), first_frame)
 
 
 @pytest.mark.parametrize("name", PASSING)
 def test_passes_through_with_one_warning_that_names_the_reason(dit_host, models, name, caplog):
-    passes_through_with_one_warning(dit_host, models[name], lambda model: sample(model, name), caplog, PASSING[name])
+    passes_through_with_one_warning(dit_host, models[name], lambda model: sample_image_dit(model, name), caplog, PASSING[name])
