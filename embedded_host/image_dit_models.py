@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from .dit_models import seeded_patcher
 
+CHROMA = {"in_channels": 64, "out_channels": 64, "context_in_dim": 64, "hidden_size": 128, "mlp_ratio": 4.0,
+          "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 10000,
+          "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 2}
 CONFIGS = {
     "auraflow": ("AuraFlow", {"in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 128, "n_layers": 4,
                               "n_double_layers": 2, "n_heads": 2, "global_conddim": 128, "cond_seq_dim": 64,
@@ -72,10 +75,7 @@ CONFIGS = {
     "pixart": ("PixArtSigma", {"num_heads": 2, "patch_size": 2, "hidden_size": 128, "in_channels": 4, "depth": 2,
                                "model_max_length": 300, "input_size": 64, "pe_interpolation": 1,
                                "micro_condition": False, "caption_channels": 64}),
-    "chroma": ("Chroma", {"in_channels": 64, "out_channels": 64, "context_in_dim": 64, "hidden_size": 128,
-                          "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
-                          "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
-                          "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 2}),
+    "chroma": ("Chroma", CHROMA),
     "qwen_image": ("QwenImage", {"patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
                                  "attention_head_dim": 64, "num_attention_heads": 2, "joint_attention_dim": 64,
                                  "axes_dims_rope": (16, 24, 24)}),
@@ -84,14 +84,11 @@ CONFIGS = {
                             "caption_channels": [64, 64], "text_emb_dim": 64, "num_routed_experts": 4,
                             "num_activated_experts": 2, "axes_dims_rope": [32, 16, 16], "max_resolution": [128, 128],
                             "llama_layers": [0, 1, 2, 3]}),
-    "chroma_radiance": ("ChromaRadiance", {"in_channels": 3, "out_channels": 3, "context_in_dim": 64,
-                                           "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
-                                           "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 10000,
-                                           "patch_size": 16, "qkv_bias": True, "in_dim": 64, "out_dim": 128,
-                                           "hidden_dim": 128, "n_layers": 2, "nerf_hidden_size": 16,
-                                           "nerf_mlp_ratio": 2, "nerf_depth": 2, "nerf_max_freqs": 8,
-                                           "nerf_tile_size": 512, "nerf_final_head_type": "linear",
-                                           "nerf_embedder_dtype": None}),
+    # Chroma's blocks on 16x16 RGB pixel patches, decoded by the NeRF head
+    "chroma_radiance": ("ChromaRadiance", {**CHROMA, "in_channels": 3, "out_channels": 3, "patch_size": 16,
+                                           "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 2,
+                                           "nerf_max_freqs": 8, "nerf_tile_size": 512,
+                                           "nerf_final_head_type": "linear", "nerf_embedder_dtype": None}),
 }
 # (latent shape, text tokens' width) per model
 LATENTS = {"auraflow": ((1, 4, 32, 40), 64), "mochi": ((1, 12, 3, 16, 20), 64),
