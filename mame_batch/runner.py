@@ -164,8 +164,15 @@ class BatchRunner:
             for entry in lost:
                 if entry.prompt_id in running or entry.prompt_id in queued:
                     continue
-                # Neither done nor queued: the server restarted and forgot it.
+                # It may have ended between the two reads (ComfyUI sends execution_success before it
+                # writes the history entry): only a prompt absent from the queue *and then* from the
+                # history is lost.
                 del inflight[entry.prompt_id]
+                record = self.client.history(entry.prompt_id)
+                if record is not None:
+                    self._finish(entry, record, records)
+                    continue
+                # Neither done nor queued: the server restarted and forgot it.
                 if entry.attempts <= self.requeue_limit:
                     self.progress.note(f"{entry.task.key}: the server lost prompt {entry.prompt_id}; queuing it again")
                     again = self._submit(entry.task, records, entry.attempts + 1)

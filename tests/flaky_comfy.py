@@ -1,6 +1,7 @@
 """A real HTTP server on loopback that speaks the part of ComfyUI's API the batch client
 uses, and misbehaves on cue: drops connections, answers 503, starts late, forgets prompts
-(as a restarted ComfyUI does), rejects or fails prompts. It has no /ws, so clients poll."""
+(as a restarted ComfyUI does), finishes a prompt between two reads, rejects or fails prompts.
+It has no /ws, so clients poll."""
 from __future__ import annotations
 
 import json
@@ -98,8 +99,12 @@ class FlakyComfy:
                     return self._send(200, {pid: {"status": status, "outputs": {"1": {"images": [image]}}}})
                 if self.path == "/queue":
                     with fake.lock:
+                        # "finish-between-reads": the run ends just after a /history read said
+                        # "not yet", so /queue no longer lists it (a real ComfyUI sends
+                        # execution_success before its history entry exists)
                         running = [[i, pid] for i, pid in enumerate(fake.prompts)
-                                   if pid not in fake.forgotten and fake.polls[pid] < fake.polls_until_done]
+                                   if pid not in fake.forgotten and fake.polls[pid] < fake.polls_until_done
+                                   and fake.prompts[pid]["1"]["inputs"].get("marker") != "finish-between-reads"]
                     return self._send(200, {"queue_running": running[:1], "queue_pending": running[1:]})
                 if self.path == "/system_stats":
                     return self._send(200, {"system": {"comfyui_version": "flaky"}, "devices": []})

@@ -76,6 +76,18 @@ def test_a_prompt_the_server_forgets_is_queued_again(tmp_path):
     assert server.requests.count("POST /prompt") == 2
 
 
+def test_a_prompt_that_finishes_between_the_history_and_queue_reads_is_not_queued_again(tmp_path):
+    server = FlakyComfy().start()
+    try:
+        result = run_batch(GRAPH, jobs("finish-between-reads"), tmp_path, url=server.url, retry_for=5,
+                           progress=quiet())
+    finally:
+        server.stop()
+    (record,) = result.records
+    assert record["status"] == "ok" and len(record["outputs"]) == 1
+    assert server.requests.count("POST /prompt") == 1
+
+
 def test_resume_skips_done_tasks_and_outputs_are_never_overwritten(tmp_path):
     server = FlakyComfy().start()
     try:
